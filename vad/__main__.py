@@ -1,0 +1,3 @@
+from vad.cli import app
+
+app(prog_name="vad")
