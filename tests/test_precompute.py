@@ -1,0 +1,213 @@
+"""The precompute job end to end: Dask tasks -> store; resume, no-op re-runs, kill -9, refusals, bad input."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline import teachers as registry
+from pipeline.datasets import open_dataset
+from pipeline.precompute import precompute
+from pipeline.teachers import resolve_preset
+from tests.conftest import write_moving_ucsd
+from tests.test_store import documented_arrays
+from vad.errors import DatasetError, StoreError
+from vad.store import ARRAYS, open_store
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(resolution=(32, 40), chunk_frames=4, progress=False)
+
+
+def build(data: Path, store: Path, **kw):
+    return precompute(open_dataset("ped2", data), str(store), resolve_preset("cpu"), **{**SMALL, **kw})
+
+
+def arrays_of(path: Path) -> dict[str, np.ndarray]:
+    store = open_store(path)
+    return {f"{v.key}/{name}": v.group[name][:] for v in store.videos() for name in ARRAYS if name in v.group}
+
+
+def chunk_mtimes(path: Path) -> dict[str, int]:
+    return {str(p): p.stat().st_mtime_ns for p in path.rglob("*") if p.is_file()}
+
+
+@pytest.fixture
+def reference(tiny_ucsd, tmp_path):
+    """An uninterrupted in-process build of the tiny dataset."""
+    path = tmp_path / "reference.zarr"
+    build(tiny_ucsd, path, scheduler="inprocess")
+    return path
+
+
+def test_store_matches_the_documented_contract_and_the_dataset(tiny_ucsd, reference):
+    store = open_store(reference)
+    store.require_complete()
+    assert store.resolution == (32, 40) and store.dataset == "ped2"
+    assert [v.key for v in store.videos()] == ["train/01", "train/02", "test/01", "test/02"]
+    doc = documented_arrays()
+    for video in store.videos():
+        for name, spec in ARRAYS.items():
+            if name not in video.group:
+                assert spec.optional or video.split not in spec.splits, (video.key, name)
+                continue
+            arr = video.group[name]
+            assert str(arr.dtype) == doc[name]["dtype"]
+            assert tuple(arr.metadata.dimension_names) == spec.dims
+            if spec.dims[0] == "T" and len(spec.dims) > 1:
+                assert arr.chunks[0] == 4 and arr.chunks[1:] == arr.shape[1:]
+    test = store.video("test", "01")
+    assert test.label().tolist() == [0] * 1 + [1] * 19  # .m range 2:20, 1-based
+    mask = test.mask()
+    assert mask.shape == (20, 32, 40) and not mask[0].any() and mask[1].any()
+    assert (mask.any(axis=(1, 2)) == test.label().astype(bool)).all()
+    seg = test.seg()
+    assert (seg[mask] > 0).mean() > 0.7  # the teacher finds the moving object where the ground truth is
+    assert test.flow_mag(0).max() == 0 and test.flow_mag(slice(1, None), masked=True).max() > 1
+    assert "label" not in store.video("train", "01").group
+
+
+def test_dask_workers_write_the_same_arrays_as_one_process(tiny_ucsd, reference, tmp_path):
+    path = tmp_path / "dask.zarr"
+    result = build(tiny_ucsd, path, scheduler="local", workers=2)
+    assert result.blocks_run == 4 * 5 and result.frames_run == 80
+    expected, actual = arrays_of(reference), arrays_of(path)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert np.array_equal(expected[key], actual[key]), key
+
+
+def test_a_finished_store_is_a_no_op(tiny_ucsd, reference):
+    before = chunk_mtimes(reference)
+    result = build(tiny_ucsd, reference, scheduler="inprocess")
+    assert result.blocks_run == 0
+    assert chunk_mtimes(reference) == before
+
+
+def test_missing_blocks_are_recomputed_to_the_same_values(tiny_ucsd, reference, tmp_path):
+    import shutil
+
+    path = tmp_path / "partial.zarr"
+    shutil.copytree(reference, path)
+    store = open_store(path, mode="r+")
+    for video in store.videos():
+        video.group["blocks_done"][1] = 0
+        video.group["flow_mag"][4:8] = 7  # garbage in a block that is not marked done
+    result = build(tiny_ucsd, path, scheduler="inprocess")
+    assert result.blocks_run == 4
+    for key, value in arrays_of(reference).items():
+        assert np.array_equal(value, arrays_of(path)[key]), key
+
+
+def test_killed_run_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path):
+    data = write_moving_ucsd(tmp_path / "ped2", n_train=3, n_test=2, n_frames=48, size=(96, 128))
+    reference = tmp_path / "reference.zarr"
+    build(data, reference, scheduler="inprocess", resolution=(96, 128), chunk_frames=2)
+    path = tmp_path / "killed.zarr"
+    cmd = [sys.executable, "-m", "pipeline", "precompute", "ped2", "--data", str(data), "--store", str(path),
+           "--resolution", "96x128", "--chunk-frames", "2", "--workers", "2", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    done_at_kill = None
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        done = sorted((path / "train").glob("*/blocks_done/c/*"))
+        if len(done) >= 3:
+            os.killpg(proc.pid, signal.SIGKILL)  # the whole job: client, scheduler, workers
+            done_at_kill = len(done)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert done_at_kill is not None, f"run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
+    assert open_store(path).missing_blocks(), "the kill came too late to test a resume"
+    subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
+    expected, actual = arrays_of(reference), arrays_of(path)
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert np.array_equal(expected[key], actual[key]), key
+
+
+def test_other_teacher_settings_are_refused_without_overwrite(tiny_ucsd, reference):
+    specs = resolve_preset("cpu")
+    specs["flow"] = ("farneback", {"winsize": 9})
+    ds = open_dataset("ped2", tiny_ucsd)
+    with pytest.raises(StoreError, match="flow teacher farneback .* -> farneback .*winsize\": 9.*--overwrite"):
+        precompute(ds, str(reference), specs, scheduler="inprocess", **SMALL)
+    result = precompute(ds, str(reference), specs, scheduler="inprocess", overwrite=True, **SMALL)
+    assert result.blocks_run == 20
+    assert open_store(reference).teachers["flow"]["params"]["winsize"] == 9
+
+
+def test_each_worker_loads_a_teacher_once(tiny_ucsd, tmp_path, monkeypatch):
+    loads = []
+    monkeypatch.setattr(registry, "_LOADED", {})
+    for cls in registry.TEACHERS.values():
+        monkeypatch.setattr(cls, "load", lambda self: loads.append(self.name))
+    build(tiny_ucsd, tmp_path / "s.zarr", scheduler="inprocess")
+    assert sorted(loads) == ["background", "farneback", "ground-plane"]  # 20 blocks, one load each
+
+
+def test_a_truncated_frame_is_named_and_completed_blocks_survive(tiny_ucsd, reference, tmp_path):
+    bad = tiny_ucsd / "Test" / "Test002" / "010.tif"
+    bad.write_bytes(bad.read_bytes()[:200])
+    path = tmp_path / "s.zarr"
+    with pytest.raises(DatasetError, match=str(bad)):
+        build(tiny_ucsd, path, scheduler="inprocess")
+    store = open_store(path)
+    done = {v.key: v.blocks_done() for v in store.videos()}
+    assert done["train/01"].all() and done["test/01"].all() and not done["test/02"][2]
+    for key, value in arrays_of(reference).items():
+        video = key.rsplit("/", 1)[0]
+        if video != "test/02":
+            assert np.array_equal(value, arrays_of(path)[key]), key
+
+
+def test_inconsistent_videos_fail_before_anything_is_written(tiny_ucsd, tmp_path):
+    from PIL import Image
+
+    Image.new("L", (10, 10)).save(tiny_ucsd / "Train" / "Train002" / "007.tif")
+    path = tmp_path / "s.zarr"
+    with pytest.raises(DatasetError, match="007.tif"):
+        build(tiny_ucsd, path, scheduler="inprocess")
+    assert not path.exists()
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def test_cli_reports_bad_input_in_one_line_with_a_non_zero_exit(tmp_path):
+    missing = run_cli("precompute", "ped2", "--data", str(tmp_path / "nope"), "--store", str(tmp_path / "s.zarr"))
+    assert missing.returncode == 1
+    assert "nope" in missing.stderr and "UCSD_Anomaly_Dataset.tar.gz" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    notastore = tmp_path / "notes"
+    notastore.mkdir()
+    (notastore / "a.txt").write_text("keep")
+    data = write_moving_ucsd(tmp_path / "ped2", n_train=1, n_test=1, n_frames=4)
+    refused = run_cli("precompute", "ped2", "--data", str(data), "--store", str(notastore), "--overwrite")
+    assert refused.returncode == 1 and "not a Zarr v3 store" in refused.stderr
+    assert (notastore / "a.txt").read_text() == "keep"
+
+
+def test_cli_builds_and_vad_store_info_shows_it(tmp_path):
+    data = write_moving_ucsd(tmp_path / "ped2", n_train=1, n_test=1, n_frames=6)
+    store = tmp_path / "s.zarr"
+    built = run_cli("precompute", "ped2", "--data", str(data), "--store", str(store), "--resolution", "32",
+                    "--scheduler", "inprocess")
+    assert built.returncode == 0, built.stderr
+    assert "12 frames in 2 blocks of 2 videos" in built.stderr
+    again = run_cli("precompute", "ped2", "--data", str(data), "--store", str(store), "--resolution", "32",
+                    "--scheduler", "inprocess")
+    assert "complete already" in again.stderr
+    info = subprocess.run([sys.executable, "-m", "vad", "store", "info", str(store)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert info.returncode == 0, info.stderr
+    for text in ("train 1 (6 frames)", "test 1 (6 frames)", "flow_mag", "uint16", "farneback", "complete",
+                 open_store(store).fingerprint[:16]):
+        assert text in info.stdout, text
