@@ -13,7 +13,7 @@ Layout (Zarr v3):
         frames seg flow_mag flow_ang depth blocks_done [label] [mask]
 
 Values are quantised where it saves space without hurting the students (flow in 1/64 store pixel per
-frame, angle in 2*pi/65536 rad, depth in 1/65535); readers get float32 back in physical units.
+frame, angle in 2*pi/256 rad, depth in 1/65535); readers get float32 back in physical units.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ DEFAULT_RESOLUTION = (256, 256)  # (H, W), the paper's input size
 DEFAULT_CHUNK_FRAMES = 16
 FLOW_VALID_FROM = 1  # frame 0 of a video has no previous frame: its flow is stored as zeros
 COMPRESSION_LEVEL = 3  # zstd
+# Below this flow magnitude (store pixels per frame) Farneback's direction is noise: stored as angle 0. Half of
+# a Ped2 frame's pixels move less than 0.05 px; zeroing their angle makes flow_ang 4x smaller.
+ANGLE_MIN_MAGNITUDE = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -74,7 +77,7 @@ class ArraySpec:
             return np.asarray(values).astype(self.dtype, copy=False)
         q = np.rint(np.asarray(values, dtype=np.float64) / self.scale)
         if self.name == "flow_ang":
-            q = np.mod(q, 65536)  # 2*pi wraps to 0
+            q = np.mod(q, 256)  # 2*pi wraps to 0
         info = np.iinfo(self.dtype)
         return np.clip(q, info.min, info.max).astype(self.dtype)
 
@@ -92,9 +95,10 @@ ARRAYS: dict[str, ArraySpec] = {
         ArraySpec("flow_mag", "uint16", ("T", "H", "W"),
                   "flow teacher: magnitude of the flow from frame t-1 to t (raw, not masked)",
                   scale=1 / 64, units="store pixels per frame"),
-        ArraySpec("flow_ang", "uint16", ("T", "H", "W"),
-                  "flow teacher: direction of that flow, atan2(dy, dx) with y pointing down, in [0, 2*pi)",
-                  scale=2 * math.pi / 65536, units="radians"),
+        ArraySpec("flow_ang", "uint8", ("T", "H", "W"),
+                  "flow teacher: direction of that flow, atan2(dy, dx) with y pointing down, in [0, 2*pi); "
+                  f"0 where the magnitude is below {ANGLE_MIN_MAGNITUDE} store pixels per frame",
+                  scale=2 * math.pi / 256, units="radians"),
         ArraySpec("depth", "uint16", ("T", "H", "W"),
                   "depth teacher: relative inverse depth (larger = nearer), min-max normalised per frame",
                   scale=1 / 65535, units="1 (in [0, 1])"),
@@ -488,7 +492,8 @@ class VideoStore:
                 raise ValueError(f"{self.key} block {block}: {name} has {data.shape[0]} frames, expected {stop - start}")
             encoded[name] = ARRAYS[name].encode(data)
         if "flow_ang" in encoded and "flow_mag" in encoded:
-            encoded["flow_ang"][encoded["flow_mag"] == 0] = 0  # no motion, no direction (and 5x smaller)
+            still = ARRAYS["flow_mag"].decode(encoded["flow_mag"]) < ANGLE_MIN_MAGNITUDE
+            encoded["flow_ang"][still] = 0  # no motion, no direction
         for name, data in encoded.items():
             self.array(name)[start:stop] = data
         self.array("blocks_done")[block] = 1
