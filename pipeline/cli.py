@@ -33,15 +33,16 @@ def parse_resolution(text: str) -> tuple[int, int]:
 @clean_errors
 def precompute(
     dataset: str = typer.Argument(..., help="ped1, ped2, synth, avenue, shanghaitech or folder"),
-    data: Optional[Path] = typer.Option(None, help="dataset root folder [default: data/DATASET]"),
-    store: Optional[str] = typer.Option(None, help="store path or fsspec URL [default: stores/DATASET.zarr]"),
+    data: Optional[Path] = typer.Option(None, help="dataset root folder", show_default="data/DATASET"),
+    store: Optional[str] = typer.Option(None, help="store path or fsspec URL", show_default="stores/DATASET.zarr"),
     preset: str = typer.Option("cpu", help="teacher preset (see `pipeline teachers`)"),
     resolution: str = typer.Option("256", help="store resolution, SIZE or HEIGHTxWIDTH (paper: 256)"),
     chunk_frames: int = typer.Option(16, min=1, help="frames per chunk = frames per task"),
-    workers: Optional[int] = typer.Option(None, min=1, help="local Dask worker processes [default: CPU cores]"),
+    workers: Optional[int] = typer.Option(None, min=1, help="local Dask worker processes", show_default="CPU cores, at most 8"),
     scheduler: str = typer.Option("local", help="'local' (a LocalCluster), 'inprocess' (no Dask, for "
                                   "debugging) or a scheduler address such as tcp://host:8786"),
-    overwrite: bool = typer.Option(False, help="replace a store built with other teachers or settings"),
+    overwrite: bool = typer.Option(False, help="delete the store at --store and rebuild it from scratch (a folder "
+                                   "that is not a Zarr store is never deleted)"),
     quiet: bool = typer.Option(False, help="no progress bars"),
 ) -> None:
     """Run the teachers once over every video and write (or resume) the store."""

@@ -168,7 +168,14 @@ def _client(scheduler: str, workers: int | None, gpu: bool) -> Iterator[Any]:
             kwargs["resources"] = {"GPU": 1}
     with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
                       silence_logs=40, **kwargs) as cluster, Client(cluster) as client:
+        client.run(_one_thread_per_worker)  # n workers x 1 thread: no oversubscribed cores
         yield client
+
+
+def _one_thread_per_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 @contextlib.contextmanager
