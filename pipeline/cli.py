@@ -75,10 +75,15 @@ def synth(
     from pipeline.synth import generate
 
     try:
-        summary = generate(out, seed=seed, small=small, overwrite=overwrite)
-    except (FileExistsError, ValueError) as exc:
+        s = generate(out, seed=seed, small=small, overwrite=overwrite)
+    except ValueError as exc:  # a bad seed
         raise VadError(str(exc)) from exc
-    console.print(f"{out}: {summary}")
+    h, w = s["frame_size"]
+    console.print(f"{out}: {s['train_videos']} train videos ({s['train_frames']} frames), {s['test_videos']} test "
+                  f"videos ({s['test_frames']} frames, {s['anomalous_test_frames']} anomalous), {h}x{w}, "
+                  f"seed {seed}, {s['profile']} profile, {s['seconds']:.1f} s")
+    console.print("anomaly share of test frames: "
+                  + ", ".join(f"{kind} {100 * share:.1f}%" for kind, share in s["anomaly_share"].items()))
 
 
 @app.command()
