@@ -211,3 +211,15 @@ def test_cli_builds_and_vad_store_info_shows_it(tmp_path):
     for text in ("train 1 (6 frames)", "test 1 (6 frames)", "flow_mag", "uint16", "farneback", "complete",
                  open_store(store).fingerprint[:16]):
         assert text in info.stdout, text
+    picture = tmp_path / "teachers.png"
+    shown = subprocess.run([sys.executable, "-m", "vad", "store", "show", str(store), "--video", "test/01",
+                            "--frames", "0,5", "--out", str(picture)], cwd=ROOT, capture_output=True, text=True)
+    assert shown.returncode == 0, shown.stderr
+    from PIL import Image
+
+    with Image.open(picture) as im:
+        assert im.size[0] > im.size[1] > 100  # five panels side by side, two rows
+    wrong = subprocess.run([sys.executable, "-m", "vad", "store", "show", str(store), "--frames", "6",
+                            "--out", str(tmp_path / "x.png")], cwd=ROOT, capture_output=True, text=True)
+    assert wrong.returncode == 1 and "test/01 has frames 0..5, not [6]" in wrong.stderr
+    assert not (tmp_path / "x.png").exists()

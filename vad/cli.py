@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -55,6 +56,25 @@ def store_info(
                          (t.get("weights_sha256") or "-")[:16])
     out.print(teachers)
     out.print("classes: " + ", ".join(f"{k}={v}" for k, v in s["classes"].items()), highlight=False)
+
+
+@store_app.command("show")
+@clean_errors
+def store_show(
+    path: str = typer.Argument(..., help="store path or fsspec URL"),
+    video: str = typer.Option("test/01", help="SPLIT/VIDEO, e.g. test/01"),
+    frames: str = typer.Option("1,60,120", help="comma-separated frame indices (0-based)"),
+    out: Path = typer.Option(Path("outputs/teachers.png"), help="PNG to write"),
+) -> None:
+    """Side-by-side picture of a few frames: input | segmentation | flow magnitude | flow direction | depth."""
+    from vad.figures import teacher_panels
+
+    try:
+        indices = [int(f) for f in frames.split(",")]
+    except ValueError:
+        raise typer.BadParameter(f"{frames!r}: give comma-separated integers") from None
+    written = teacher_panels(open_store(path), video, indices, out)
+    Console(stderr=True).print(f"wrote {written}")
 
 
 if __name__ == "__main__":
