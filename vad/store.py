@@ -57,6 +57,7 @@ class ArraySpec:
     units: str = ""
     splits: tuple[str, ...] = SPLITS
     optional: bool = False  # present only when the dataset provides it
+    wraps: bool = False  # periodic values (angles): stored modulo the dtype's range
 
     def shape(self, n_frames: int, resolution: tuple[int, int], chunk_frames: int) -> tuple[int, ...]:
         sizes = {"T": n_frames, "H": resolution[0], "W": resolution[1], "C": 3,
@@ -75,11 +76,12 @@ class ArraySpec:
         """Physical values -> stored dtype (rounded, clipped to the dtype's range)."""
         if self.scale is None:
             return np.asarray(values).astype(self.dtype, copy=False)
-        q = np.rint(np.asarray(values, dtype=np.float64) / self.scale)
-        if self.name == "flow_ang":
-            q = np.mod(q, 256)  # 2*pi wraps to 0
+        # float32 holds every integer of these dtypes exactly, and is 20x faster than float64 here
+        q = np.rint(np.asarray(values, dtype=np.float32) * np.float32(1 / self.scale))
         info = np.iinfo(self.dtype)
-        return np.clip(q, info.min, info.max).astype(self.dtype)
+        if self.wraps:  # an angle: 2*pi is 0 again
+            return (q.astype(np.int32) & int(info.max)).astype(self.dtype)  # modulo 2**bits
+        return np.clip(q, info.min, info.max, out=q).astype(self.dtype)
 
     def decode(self, stored: np.ndarray) -> np.ndarray:
         if self.scale is None:
@@ -98,7 +100,7 @@ ARRAYS: dict[str, ArraySpec] = {
         ArraySpec("flow_ang", "uint8", ("T", "H", "W"),
                   "flow teacher: direction of that flow, atan2(dy, dx) with y pointing down, in [0, 2*pi); "
                   f"0 where the magnitude is below {ANGLE_MIN_MAGNITUDE} store pixels per frame",
-                  scale=2 * math.pi / 256, units="radians"),
+                  scale=2 * math.pi / 256, units="radians", wraps=True),
         ArraySpec("depth", "uint16", ("T", "H", "W"),
                   "depth teacher: relative inverse depth (larger = nearer), min-max normalised per frame",
                   scale=1 / 65535, units="1 (in [0, 1])"),
@@ -494,8 +496,10 @@ class VideoStore:
         if "flow_ang" in encoded and "flow_mag" in encoded:
             still = ARRAYS["flow_mag"].decode(encoded["flow_mag"]) < ANGLE_MIN_MAGNITUDE
             encoded["flow_ang"][still] = 0  # no motion, no direction
-        for name, data in encoded.items():
-            self.array(name)[start:stop] = data
+        # every chunk is written, even one equal to the fill value: zarr's check for those costs 4x the write
+        with zarr.config.set({"array.write_empty_chunks": True}):
+            for name, data in encoded.items():
+                self.array(name)[start:stop] = data
         self.array("blocks_done")[block] = 1
 
     def validate(self) -> None:
