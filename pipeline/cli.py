@@ -88,15 +88,26 @@ def synth(
 
 @app.command()
 def teachers() -> None:
-    """List teachers and presets."""
+    """List teachers and presets, and whether each teacher's weights are found (nothing is loaded or fetched)."""
+    from rich.markup import escape
+
     from pipeline.teachers import PRESETS, TEACHERS, build_teacher
+    from pipeline.teachers.base import Teacher
 
     table = Table(title="teachers")
-    for col in ("name", "role", "version", "needs", "what it does"):
+    for col in ("name", "role", "version", "needs", "weights", "what it does"):
         table.add_column(col)
     for name, cls in sorted(TEACHERS.items()):
         t = build_teacher(name)
-        table.add_row(name, t.role, t.version, "GPU" if t.needs_gpu else "CPU", t.summary)
+        if hasattr(t, "locate_weights"):
+            found = t.locate_weights()
+            weights = (f"[green]found[/] {escape(str(found.path))}" if found.path is not None
+                       else f"[red]missing[/], expected at {escape(found.expected)}")
+        elif type(t).weights_path is Teacher.weights_path:
+            weights = "none needed"
+        else:
+            weights = "?"  # a teacher that can only tell by resolving (which may download)
+        table.add_row(name, t.role, t.version, "GPU" if t.needs_gpu else "CPU", weights, t.summary)
     out = Console()
     out.print(table)
     for preset, roles in PRESETS.items():

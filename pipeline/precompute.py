@@ -74,7 +74,8 @@ def plan_store(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolut
     sizes = {v.split + "/" + v.id: v.validate() for v in videos}  # fails before anything is written
     store = create_store(store_url, dataset=dataset.name, build=build, classes=classes, overwrite=overwrite,
                          storage_options=storage_options,
-                         extra={"pipeline_version": pipeline_version, "source_root": str(dataset.root)})
+                         extra={"pipeline_version": pipeline_version, "source_root": str(dataset.root),
+                                "built_by": _built_by()})
     plan = Plan(videos)
     for video in videos:
         target = store.create_video(video.split, video.id, n_frames=video.n_frames,
@@ -87,6 +88,18 @@ def plan_store(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolut
             start = block * chunk_frames
             plan.tasks.append((video, block, min(start + chunk_frames, video.n_frames) - start))
     return plan
+
+
+def _built_by() -> str:
+    """user@host of whoever creates the store (provenance shown by `vad store info`)."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (some containers)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
 
 
 def precompute(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolution=DEFAULT_RESOLUTION,
@@ -174,8 +187,10 @@ def _client(scheduler: str, workers: int | None, gpu: bool) -> Iterator[Any]:
 
 def _one_thread_per_worker() -> None:
     import cv2
+    import torch
 
     cv2.setNumThreads(1)
+    torch.set_num_threads(1)
 
 
 @contextlib.contextmanager

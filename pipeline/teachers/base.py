@@ -37,6 +37,7 @@ class Teacher:
     context: ClassVar[int] = 0
     fit_frames: ClassVar[int] = 0
     classes: ClassVar[dict[int, str]] = {}  # seg teachers: class vocabulary, 0 = background
+    path_params: ClassVar[tuple[str, ...]] = ()  # where a weights file lies: not recorded (its sha256 is)
 
     def __init__(self, **params: Any):
         fields = {f.name for f in dataclasses.fields(self.Params)}
@@ -57,12 +58,8 @@ class Teacher:
 
     def describe(self) -> dict[str, Any]:
         """What goes into the store's fingerprint: identical descriptions give identical outputs."""
-        return {
-            "name": self.name,
-            "version": self.version,
-            "params": dataclasses.asdict(self.params),
-            "weights_sha256": self.weights_sha256(),
-        }
+        params = {k: v for k, v in dataclasses.asdict(self.params).items() if k not in self.path_params}
+        return {"name": self.name, "version": self.version, "params": params, "weights_sha256": self.weights_sha256()}
 
     def load(self) -> None:
         """Load models (called once per worker process before the first call)."""
