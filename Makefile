@@ -9,13 +9,14 @@ PRESET  ?= cpu
 WORKERS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test precompute demo bench clean help
+.PHONY: install test precompute demo bench bench-teachers clean help
 
 help:
 	@echo "make demo        generate the synthetic dataset, precompute its store, show it (the main job)"
 	@echo "make test        run the test suite"
 	@echo "make precompute  DATASET=ped2 DATA=path/to/ped2 [STORE=stores/ped2.zarr] [PRESET=cpu] [WORKERS=2]"
 	@echo "make bench       throughput, overhead, scaling, storage and memory benchmarks (needs ../shared)"
+	@echo "make bench-teachers  teacher quality on real Ped2 (needs ../shared and STORE=stores/ped2.zarr)"
 
 install: $(VENV)/.installed
 
@@ -24,7 +25,7 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch/torchvision first, pinned: pip takes these two from the local wheel cache where there is one
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,tflite]'
 	touch $@
 
 test: install
@@ -40,6 +41,9 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_pipeline.py
+
+bench-teachers: install
+	$(BIN)/python benchmarks/bench_teachers.py --store $(STORE)
 
 clean:
 	rm -rf stores data/synth .pytest_cache

@@ -1,7 +1,9 @@
 """Teacher registry and presets.
 
-A preset names one teacher per role. `cpu` needs no download and runs anywhere; the paper's GPU teachers
-(Mask R-CNN, MiDaS) plug into the same registry.
+A preset names one teacher per role. `cpu` needs no download and runs anywhere; `cpu-classes` adds
+classes from a small TFLite DeepLab model on a CPU; `paper` is the paper's
+teachers (Mask R-CNN on COCO, Farneback, MiDaS DPT-Hybrid), which need their weights (see
+`pipeline/teachers/weights.py` and PAPER_TEACHERS.md) and run on a GPU where there is one.
 """
 
 from __future__ import annotations
@@ -13,8 +15,12 @@ from vad.errors import TeacherError
 
 from pipeline.teachers.background import BackgroundSegmentation
 from pipeline.teachers.base import ROLES, Teacher
+from pipeline.teachers.deeplab import DeepLabSegmentation
 from pipeline.teachers.farneback import Farneback
 from pipeline.teachers.ground_plane import GroundPlaneDepth
+from pipeline.teachers.maskrcnn import MaskRCNN
+from pipeline.teachers.midas import Midas
+from pipeline.teachers.pydnet import PyDNetDepth
 
 TEACHERS: dict[str, type[Teacher]] = {}
 
@@ -24,12 +30,16 @@ def register(cls: type[Teacher]) -> type[Teacher]:
     return cls
 
 
-for _cls in (Farneback, BackgroundSegmentation, GroundPlaneDepth):
+for _cls in (Farneback, BackgroundSegmentation, GroundPlaneDepth, MaskRCNN, Midas, DeepLabSegmentation, PyDNetDepth):
     register(_cls)
 
 # role -> (teacher name, parameters)
 PRESETS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "cpu": {"seg": ("background", {}), "flow": ("farneback", {}), "depth": ("ground-plane", {})},
+    "paper": {"seg": ("maskrcnn", {}), "flow": ("farneback", {}), "depth": ("midas", {})},
+    # class-aware on a CPU: background-model extents, DeepLab classes (needs the TFLite file and runtime)
+    "cpu-classes": {"seg": ("deeplab", {"gate": "background"}), "flow": ("farneback", {}),
+                    "depth": ("ground-plane", {})},
 }
 
 
