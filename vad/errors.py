@@ -15,3 +15,19 @@ class DatasetError(VadError):
 
 class TeacherError(VadError):
     """A teacher cannot be built or run (unknown name, missing weights, missing runtime)."""
+
+
+class ConfigError(VadError):
+    """A training or scoring setting is invalid (unknown choice, bad size, conflicting flags)."""
+
+
+class CheckpointError(VadError):
+    """A checkpoint is missing, truncated, malformed, or was made from another store or schema."""
+
+
+class EncoderWeightsError(VadError):
+    """An encoder weights file is missing, unreadable, or does not fit the encoder it was given for."""
+
+
+class TrainingDivergedError(VadError):
+    """The loss became NaN or infinite: training stopped, the last good checkpoint was kept."""
