@@ -8,20 +8,28 @@ Layout (Zarr v3):
     store/                      root attributes: schema_version, dataset, resolution, chunk_frames,
                                 teachers (per role: name, version, params, weights_sha256), fingerprint, ...
       train/<video>/            attributes: n_frames, n_blocks, source, source_size, meta
-        frames seg flow_mag flow_ang depth blocks_done
+        frames seg flow_mag flow_ang depth blocks_done checksums
       test/<video>/
-        frames seg flow_mag flow_ang depth blocks_done [label] [mask]
+        frames seg flow_mag flow_ang depth blocks_done checksums [label] [mask]
 
 Values are quantised where it saves space without hurting the students (flow in 1/64 store pixel per
 frame, angle in 2*pi/256 rad, depth in 1/65535); readers get float32 back in physical units.
+
+Every block write records the crc32 of each array's block (`checksums`), so `vad store verify` can find a
+corrupted or missing chunk. A store is data, never code: a video's arrays are checked against an allow-list
+of data types and codecs before anything of them is decoded. A path ending in `.zip` is a packed store
+(`vad store pack`), opened read-only in place.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import math
+import os
 import shutil
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,7 +42,7 @@ from zarr.codecs import ZstdCodec
 from vad import __version__
 from vad.errors import StoreError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SPLITS = ("train", "test")
 DEFAULT_RESOLUTION = (256, 256)  # (H, W), the paper's input size
 DEFAULT_CHUNK_FRAMES = 16
@@ -43,6 +51,12 @@ COMPRESSION_LEVEL = 3  # zstd
 # Below this flow magnitude (store pixels per frame) Farneback's direction is noise: stored as angle 0. Half of
 # a Ped2 frame's pixels move less than 0.05 px; zeroing their angle makes flow_ang 4x smaller.
 ANGLE_MIN_MAGNITUDE = 1 / 16
+# A store is data, never code: only these Zarr v3 data types and codecs may appear in a video's arrays
+# (object/string dtypes and codecs such as numcodecs.pickle could run code or allocate unboundedly on decode).
+ALLOWED_DATA_TYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+                                "float16", "float32", "float64"})
+ALLOWED_CODECS = frozenset({"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose", "sharding_indexed"})
+STORAGE_OPTIONS_ENV = "VAD_STORAGE_OPTIONS"  # JSON dict of fsspec storage options for remote URLs
 
 
 @dataclass(frozen=True)
@@ -61,15 +75,15 @@ class ArraySpec:
 
     def shape(self, n_frames: int, resolution: tuple[int, int], chunk_frames: int) -> tuple[int, ...]:
         sizes = {"T": n_frames, "H": resolution[0], "W": resolution[1], "C": 3,
-                 "B": n_blocks(n_frames, chunk_frames)}
+                 "B": n_blocks(n_frames, chunk_frames), "A": len(CHECKSUMMED)}
         return tuple(sizes[d] for d in self.dims)
 
     def chunks(self, n_frames: int, resolution: tuple[int, int], chunk_frames: int) -> tuple[int, ...]:
         shape = self.shape(n_frames, resolution, chunk_frames)
         if self.dims == ("T",):
             return shape  # one chunk: labels are tiny
-        if self.dims == ("B",):
-            return (1,)  # one chunk per block: each task writes its own flag
+        if self.dims[0] == "B":
+            return (1,) + shape[1:]  # one chunk per block: each task writes its own flag / checksums
         return (chunk_frames,) + shape[1:]
 
     def encode(self, values: np.ndarray) -> np.ndarray:
@@ -106,6 +120,10 @@ ARRAYS: dict[str, ArraySpec] = {
                   scale=1 / 65535, units="1 (in [0, 1])"),
         ArraySpec("blocks_done", "uint8", ("B",),
                   "1 where every array's chunk of that block of frames is written (resume bookkeeping)"),
+        ArraySpec("checksums", "uint32", ("B", "A"),
+                  "crc32 of each array's block of frames as stored (little-endian C-order bytes of the "
+                  "block's values), one column per array of the attribute 'columns', 0 for an absent array",
+                  units="crc32"),
         ArraySpec("label", "uint8", ("T",), "frame-level ground truth, 1 = anomalous",
                   splits=("test",), optional=True),
         ArraySpec("mask", "bool", ("T", "H", "W"), "pixel-level ground truth, nearest-resized",
@@ -114,6 +132,7 @@ ARRAYS: dict[str, ArraySpec] = {
 }
 TEACHER_ARRAYS = {"seg": ("seg",), "flow": ("flow_mag", "flow_ang"), "depth": ("depth",)}
 BLOCK_ARRAYS = ("frames", "seg", "flow_mag", "flow_ang", "depth", "mask")  # written by block tasks
+CHECKSUMMED = BLOCK_ARRAYS  # the columns of `checksums`, in this order (recorded in its attribute 'columns')
 
 
 def n_blocks(n_frames: int, chunk_frames: int) -> int:
@@ -125,6 +144,14 @@ def block_range(block: int, n_frames: int, chunk_frames: int) -> tuple[int, int]
     return start, min(start + chunk_frames, n_frames)
 
 
+def digest(values: np.ndarray) -> int:
+    """crc32 of an array's values as stored: little-endian, C-order bytes (independent of the codecs)."""
+    values = np.asarray(values)
+    if values.dtype.byteorder == ">" or (values.dtype.byteorder == "=" and not np.little_endian):
+        values = values.astype(values.dtype.newbyteorder("<"))
+    return zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1))
+
+
 def fingerprint(build: dict) -> str:
     """sha256 of the canonical JSON of what determines a store's values (resolution, teachers, schema)."""
     canon = json.dumps(build, sort_keys=True, separators=(",", ":"), default=str)
@@ -134,8 +161,39 @@ def fingerprint(build: dict) -> str:
 # ---------------------------------------------------------------------------------------------- opening
 
 
+def is_zip(url: str | Path) -> bool:
+    """A packed store (`vad store pack`): a local file whose name ends in .zip."""
+    return _is_local(url) and str(url).lower().endswith(".zip")
+
+
+def storage_options_from_env(url: str | Path, storage_options: dict | None = None) -> dict | None:
+    """Explicit options win; for a remote URL without them, the JSON dict in $VAD_STORAGE_OPTIONS (if set).
+
+    Credentials and endpoints usually need no options at all: s3fs (through botocore) reads AWS_ACCESS_KEY_ID,
+    AWS_SECRET_ACCESS_KEY, AWS_SESSION_TOKEN, AWS_PROFILE, AWS_DEFAULT_REGION, AWS_ENDPOINT_URL and
+    AWS_ENDPOINT_URL_S3 itself; fsspec applies FSSPEC_<PROTOCOL>_<OPTION> variables to every filesystem."""
+    if storage_options is not None or _is_local(url):
+        return storage_options
+    raw = os.environ.get(STORAGE_OPTIONS_ENV, "").strip()
+    if not raw:
+        return None
+    try:
+        options = json.loads(raw)
+    except json.JSONDecodeError as exc:
+        raise StoreError(f"${STORAGE_OPTIONS_ENV} is not valid JSON ({exc}); give a JSON object, e.g. "
+                         '\'{"anon": true}\'') from None
+    if not isinstance(options, dict):
+        raise StoreError(f"${STORAGE_OPTIONS_ENV} must be a JSON object, got {type(options).__name__}")
+    return options
+
+
 def _zarr_store(url: str | Path, read_only: bool, storage_options: dict | None = None):
     url = str(url)
+    if is_zip(url):
+        if not read_only:
+            raise StoreError(f"{url}: a packed store (.zip) is read-only: `vad store unpack` it to a folder to "
+                             "resume or change it")
+        return zarr.storage.ZipStore(_local_path(url), mode="r")
     if "://" in url and not url.startswith("file://"):
         return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
     return zarr.storage.LocalStore(url.removeprefix("file://"), read_only=read_only)
@@ -150,30 +208,59 @@ def _local_path(url: str | Path) -> Path:
 
 
 def _path_state(url: str | Path, storage_options: dict | None = None) -> str:
-    """'missing', 'empty' (an empty folder), 'file', 'zarr' (has zarr.json) or 'other' (non-empty folder)."""
+    """'missing', 'empty' (an empty folder), 'file', 'zip' (a .zip file), 'zarr' (has zarr.json) or 'other'
+    (non-empty folder)."""
     import fsspec
 
-    fs, path = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
-    if fs.exists(path.rstrip("/") + "/zarr.json"):
-        return "zarr"
-    if not fs.exists(path):
-        return "missing"
-    if fs.isfile(path):
-        return "file"
-    return "other" if fs.ls(path) else "empty"
+    if is_zip(url):
+        path = _local_path(url)
+        if path.is_file():
+            return "zip"
+        return "other" if path.exists() else "missing"
+    try:
+        fs, path = fsspec.core.url_to_fs(str(url), **(storage_options or {}))
+        if fs.exists(path.rstrip("/") + "/zarr.json"):
+            return "zarr"
+        if not fs.exists(path):
+            return "missing"
+        if fs.isfile(path):
+            return "file"
+        return "other" if fs.ls(path) else "empty"
+    except (ImportError, ValueError) as exc:  # no filesystem for this protocol (s3fs not installed, ...)
+        raise StoreError(f"{url}: cannot open this URL ({exc})") from None
+    except Exception as exc:  # unreachable endpoint, refused credentials, ...
+        if _is_local(url):
+            raise
+        raise StoreError(
+            f"{url}: cannot reach the store ({type(exc).__name__}: {exc}). For S3 check AWS_ACCESS_KEY_ID, "
+            f"AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL_S3 (or AWS_ENDPOINT_URL) and AWS_DEFAULT_REGION; other "
+            f"fsspec options go in ${STORAGE_OPTIONS_ENV} as JSON") from None
 
 
 def _open_root(url: str | Path, read_only: bool, storage_options: dict | None = None) -> zarr.Group:
+    storage_options = storage_options_from_env(url, storage_options)
     state = _path_state(url, storage_options)
-    if state != "zarr":
+    if state == "zip":
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(_local_path(url)) as zf:
+                has_root = "zarr.json" in zf.namelist()
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise StoreError(f"{url}: not a readable zip file ({exc}); a packed store is written by "
+                             "`vad store pack`") from None
+        if not has_root:
+            raise StoreError(f"{url}: a zip file but not a packed store (no zarr.json at its top level)")
+    elif state != "zarr":
         raise StoreError(f"{url}: " + {
             "missing": "no store at this path",
             "empty": "an empty folder, not a store",
             "file": "a file, not a store (a store is a folder with zarr.json)",
             "other": "exists but is not a Zarr v3 store (no zarr.json)",
         }[state])
+    zstore = _zarr_store(url, read_only, storage_options)
     try:
-        root = zarr.open_group(_zarr_store(url, read_only, storage_options), mode="r" if read_only else "r+")
+        root = zarr.open_group(zstore, mode="r" if read_only else "r+", zarr_format=3)
     except Exception as exc:  # malformed metadata JSON, an array where a group should be, ...
         raise StoreError(f"{url}: cannot be opened as a Zarr v3 group ({exc})") from exc
     if "schema_version" not in root.attrs:
@@ -187,6 +274,62 @@ def _open_root(url: str | Path, read_only: bool, storage_options: dict | None = 
             + (" or upgrade vad" if which == "newer" else "")
         )
     return root
+
+
+def _codec_names(codecs: Any) -> Iterator[str]:
+    """Names of a zarr.json codec list, nested ones (sharding) included; malformed entries give '<...>'."""
+    if not isinstance(codecs, list):
+        yield f"<codecs {json.dumps(codecs)[:60]}>"
+        return
+    for codec in codecs:
+        if isinstance(codec, str):
+            yield codec
+        elif isinstance(codec, dict) and isinstance(codec.get("name"), str):
+            yield codec["name"]
+            config = codec.get("configuration") or {}
+            for key in ("codecs", "index_codecs"):
+                if isinstance(config, dict) and key in config:
+                    yield from _codec_names(config[key])
+        else:
+            yield f"<{json.dumps(codec)[:60]}>"
+
+
+def check_array_metadata(raw: bytes, where: str) -> None:
+    """Refuse an array whose zarr.json could make decoding run code: a data type or codec outside the
+    allow-lists, a storage transformer, or metadata that is not Zarr v3 JSON. Reads the raw JSON, before
+    zarr resolves anything of it."""
+    try:
+        meta = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise StoreError(f"{where}: zarr.json is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("zarr_format") != 3:
+        raise StoreError(f"{where}: zarr.json is not Zarr v3 metadata")
+    if meta.get("node_type") != "array":
+        return  # a group where an array should be: validate() names it
+    dtype = meta.get("data_type")
+    dtype_name = dtype.get("name") if isinstance(dtype, dict) else dtype
+    if not isinstance(dtype_name, str) or dtype_name not in ALLOWED_DATA_TYPES:
+        raise StoreError(f"{where}: data type {json.dumps(dtype)[:80]} is refused: a store is data, never code "
+                         f"(allowed: {', '.join(sorted(ALLOWED_DATA_TYPES))})")
+    for name in _codec_names(meta.get("codecs", [])):
+        if name not in ALLOWED_CODECS:
+            raise StoreError(f"{where}: codec {name!r} is refused: a store is data, never code "
+                             f"(allowed: {', '.join(sorted(ALLOWED_CODECS))})")
+    if meta.get("storage_transformers"):
+        raise StoreError(f"{where}: storage transformers {json.dumps(meta['storage_transformers'])[:80]} are "
+                         "refused: a store is data, never code")
+
+
+def get_many(zstore, keys: list[str]) -> list[bytes | None]:
+    """The raw bytes of several keys of a zarr store, fetched concurrently (None where absent)."""
+    from zarr.core.buffer import default_buffer_prototype
+    from zarr.core.sync import sync
+
+    async def fetch() -> list:
+        proto = default_buffer_prototype()
+        return await asyncio.gather(*(zstore.get(key, proto) for key in keys))
+
+    return [None if buf is None else buf.to_bytes() for buf in sync(fetch())]
 
 
 def open_store(url: str | Path, *, mode: str = "r", storage_options: dict | None = None,
@@ -218,6 +361,10 @@ def create_store(url: str | Path, *, dataset: str, build: dict, classes: dict[in
     without zarr.json) is always refused: nothing that is not a store is ever deleted.
     """
     fp = fingerprint(build)
+    storage_options = storage_options_from_env(url, storage_options)
+    if is_zip(url):
+        raise StoreError(f"{url}: a packed store (.zip) is read-only: build into a folder (or an fsspec URL), "
+                         "then `vad store pack` it")
     state = _path_state(url, storage_options)
     if state in ("file", "other"):
         _open_root(url, read_only=True, storage_options=storage_options)  # raises the precise error
@@ -287,6 +434,7 @@ class Store:
     def __init__(self, url: str, root: zarr.Group):
         self.url = url
         self.root = root
+        self._checked: set[str] = set()  # videos whose arrays' metadata passed check_array_metadata
 
     # root attributes, typed
     @property
@@ -333,7 +481,19 @@ class Store:
             group = self.root[f"{split}/{video_id}"]
         except KeyError:
             raise StoreError(f"{self.url}: no video {split}/{video_id}") from None
+        self._check_arrays(f"{split}/{video_id}")
         return VideoStore(self, split, video_id, group)
+
+    def _check_arrays(self, key: str) -> None:
+        """Before anything of a video is decoded: its arrays use only allowed data types and codecs."""
+        if key in self._checked:
+            return
+        prefix = "/".join(p for p in (self.root.path, key) if p)
+        names = list(ARRAYS)
+        for name, raw in zip(names, get_many(self.root.store, [f"{prefix}/{n}/zarr.json" for n in names])):
+            if raw is not None:
+                check_array_metadata(raw, f"{self.url}: {key}/{name}")
+        self._checked.add(key)
 
     def create_video(self, split: str, video_id: str, *, n_frames: int, has_labels: bool, has_masks: bool,
                      source: str = "", source_size: tuple[int, int] | None = None,
@@ -363,6 +523,9 @@ class Store:
                 continue
             if spec.name == "label" and not has_labels or spec.name == "mask" and not has_masks:
                 continue
+            attributes = {"meaning": spec.meaning, "scale": spec.scale, "units": spec.units}
+            if spec.name == "checksums":
+                attributes["columns"] = list(CHECKSUMMED)
             group.create_array(
                 spec.name,
                 shape=spec.shape(n_frames, self.resolution, self.chunk_frames),
@@ -370,7 +533,7 @@ class Store:
                 dtype=spec.dtype,
                 compressors=ZstdCodec(level=COMPRESSION_LEVEL),
                 fill_value=0,
-                attributes={"meaning": spec.meaning, "scale": spec.scale, "units": spec.units},
+                attributes=attributes,
                 dimension_names=list(spec.dims),
             )
         return VideoStore(self, split, video_id, group)
@@ -480,7 +643,13 @@ class VideoStore:
 
     # writing (pipeline)
     def write_labels(self, labels: np.ndarray) -> None:
-        self.array("label")[:] = ARRAYS["label"].encode(labels)
+        """Write the frame labels and record their crc32 in the array's attribute `crc32` (first: a kill between
+        the two leaves stored labels that differ from the dataset's, which the next run rewrites)."""
+        arr = self.array("label")
+        encoded = ARRAYS["label"].encode(labels)
+        arr.attrs["crc32"] = digest(encoded)
+        with zarr.config.set({"array.write_empty_chunks": True}):  # all-normal labels are a chunk too
+            arr[:] = encoded
 
     def write_block(self, block: int, values: dict[str, np.ndarray]) -> None:
         """Write whole chunks of one block of frames, then mark the block done (last, so a kill never
@@ -496,10 +665,18 @@ class VideoStore:
         if "flow_ang" in encoded and "flow_mag" in encoded:
             still = ARRAYS["flow_mag"].decode(encoded["flow_mag"]) < ANGLE_MIN_MAGNITUDE
             encoded["flow_ang"][still] = 0  # no motion, no direction
+        # the crc32 of every array's block as stored; an array this call does not write is read back
+        row = np.zeros(len(CHECKSUMMED), np.uint32)
+        for i, name in enumerate(CHECKSUMMED):
+            if name in encoded:
+                row[i] = digest(encoded[name])
+            elif name in self.group:
+                row[i] = digest(self.array(name)[start:stop])
         # every chunk is written, even one equal to the fill value: zarr's check for those costs 4x the write
         with zarr.config.set({"array.write_empty_chunks": True}):
             for name, data in encoded.items():
                 self.array(name)[start:stop] = data
+            self.array("checksums")[block] = row  # after the data, before the block is marked done
         self.array("blocks_done")[block] = 1
 
     def validate(self) -> None:
@@ -520,6 +697,10 @@ class VideoStore:
                     f"{self.store.url}: {self.key}/{spec.name} is {arr.dtype}{tuple(arr.shape)}, "
                     f"the contract says {spec.dtype}{expected}"
                 )
+        columns = self.group["checksums"].attrs.get("columns")
+        if columns != list(CHECKSUMMED):
+            raise StoreError(f"{self.store.url}: {self.key}/checksums has columns {columns}, the contract says "
+                             f"{list(CHECKSUMMED)}")
 
 
 def store_summary(store: Store) -> dict[str, Any]:
@@ -555,4 +736,7 @@ def store_summary(store: Store) -> dict[str, Any]:
         "missing_blocks": sum(len(v) for v in missing.values()),
         "created": store.attrs.get("created"),
         "vad_version": store.attrs.get("vad_version"),
+        "pipeline_version": store.attrs.get("pipeline_version"),
+        "built_by": store.attrs.get("built_by"),
+        "source_root": store.attrs.get("source_root"),
     }
