@@ -16,14 +16,11 @@ The TFLite runtime is an optional extra: `pip install 'mtvad[tflite]'`.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from pipeline.teachers.background import BackgroundParams, BackgroundSegmentation
-from pipeline.teachers.base import Teacher
-from pipeline.teachers.tflite import locate_model, resolve_model, tflite_interpreter
-from pipeline.teachers.weights import Located
+from pipeline.teachers.tflite import TFLiteTeacher
 from vad.errors import TeacherError
 
 MODEL_FILE = "deeplabv3_257_mv_gpu.tflite"
@@ -48,13 +45,13 @@ class DeepLabParams:
     background: BackgroundParams = BackgroundParams()
 
 
-class DeepLabSegmentation(Teacher):
+class DeepLabSegmentation(TFLiteTeacher):
     role = "seg"
     name = "deeplab"
     version = "1"
     Params = DeepLabParams
     summary = "DeepLabv3-MobileNetV2 (TFLite, VOC classes as COCO ids) on upscaled tiles; optional background gate"
-    path_params = ("model",)
+    model_file, model_url = MODEL_FILE, MODEL_URL
     classes = {0: "background", **{coco: name for coco, name in VOC_TO_COCO.values()}, OBJECT_ID: "object"}
 
     def __init__(self, **params):
@@ -72,17 +69,6 @@ class DeepLabSegmentation(Teacher):
     def fit_frames(self) -> int:  # type: ignore[override]
         return self._gate.fit_frames if self._gate else 0
 
-    def locate_weights(self) -> Located:
-        return locate_model(self.params.model, MODEL_FILE)
-
-    def weights_path(self) -> Path:
-        return resolve_model(self.params.model, MODEL_FILE, MODEL_URL)
-
-    def load(self) -> None:
-        self._interpreter = tflite_interpreter(self.weights_path())
-        self._input = self._interpreter.get_input_details()[0]["index"]
-        self._output = self._interpreter.get_output_details()[0]["index"]
-
     def fit_video(self, sample: np.ndarray):
         return self._gate.fit_video(sample) if self._gate else None
 
@@ -90,8 +76,6 @@ class DeepLabSegmentation(Teacher):
         """(H, W, 21) logits of one uint8 RGB frame, from overlapping tiles of the upscaled frame."""
         import cv2
 
-        if not hasattr(self, "_interpreter"):
-            self.load()
         h, w = frame.shape[:2]
         big_h, big_w = max(TILE, round(h * self.params.upscale)), max(TILE, round(w * self.params.upscale))
         big = cv2.resize(frame, (big_w, big_h), interpolation=cv2.INTER_LINEAR).astype(np.float32) / 127.5 - 1
@@ -99,9 +83,7 @@ class DeepLabSegmentation(Teacher):
         count = np.zeros((big_h, big_w, 1), np.float32)
         for y in _tile_starts(big_h):
             for x in _tile_starts(big_w):
-                self._interpreter.set_tensor(self._input, big[None, y:y + TILE, x:x + TILE])
-                self._interpreter.invoke()
-                logits[y:y + TILE, x:x + TILE] += self._interpreter.get_tensor(self._output)[0]
+                logits[y:y + TILE, x:x + TILE] += self.run_model(big[None, y:y + TILE, x:x + TILE])[0]
                 count[y:y + TILE, x:x + TILE] += 1
         return cv2.resize(logits / count, (w, h), interpolation=cv2.INTER_LINEAR)
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import numpy as np
+
+from pipeline.teachers.base import Teacher
 from pipeline.teachers.weights import Located
 from vad.errors import TeacherError
 
@@ -49,3 +52,31 @@ def tflite_interpreter(path: Path, threads: int = 1):
     interpreter = Interpreter(model_path=str(path), num_threads=threads)
     interpreter.allocate_tensors()
     return interpreter
+
+
+class TFLiteTeacher(Teacher):
+    """A teacher that runs one TFLite model, named by `model_file` and found through the `model` parameter."""
+
+    model_file: str
+    model_url: str
+    path_params = ("model",)
+
+    def locate_weights(self) -> Located:
+        return locate_model(self.params.model, self.model_file)
+
+    def weights_path(self) -> Path:
+        return resolve_model(self.params.model, self.model_file, self.model_url)
+
+    def load(self) -> None:
+        self._interpreter = tflite_interpreter(self.weights_path())
+        detail = self._interpreter.get_input_details()[0]
+        self._input, self._input_shape = detail["index"], tuple(int(d) for d in detail["shape"])
+        self._output = self._interpreter.get_output_details()[0]["index"]
+
+    def run_model(self, x: np.ndarray) -> np.ndarray:
+        """One forward pass: float32 input of the model's shape -> its first output."""
+        if not hasattr(self, "_interpreter"):
+            self.load()
+        self._interpreter.set_tensor(self._input, x)
+        self._interpreter.invoke()
+        return self._interpreter.get_tensor(self._output)
