@@ -165,6 +165,7 @@ def _cluster_has_gpu(client) -> bool:
 
 @contextlib.contextmanager
 def _client(scheduler: str, workers: int | None, gpu: bool) -> Iterator[Any]:
+    import dask
     from distributed import Client, LocalCluster
 
     if scheduler != SCHEDULER_LOCAL:
@@ -179,18 +180,22 @@ def _client(scheduler: str, workers: int | None, gpu: bool) -> Iterator[Any]:
         if torch.cuda.is_available():
             n = workers or torch.cuda.device_count()
             kwargs["resources"] = {"GPU": 1}
-    with LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0",
-                      silence_logs=40, **kwargs) as cluster, Client(cluster) as client:
+    # Dask sets MALLOC_TRIM_THRESHOLD_=65536 in its workers to hand memory back to the OS; that turns off glibc's
+    # adaptive thresholds, and every frame-sized array is then mmap'ed and page-faulted anew: blocks ran 35%
+    # slower. Our tasks hold a block at a time, so glibc's defaults are right here (a value in the environment
+    # of this process still wins).
+    no_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    with dask.config.set(no_trim), LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                                 dashboard_address=":0", silence_logs=40, **kwargs) as cluster, \
+            Client(cluster) as client:
         client.run(_one_thread_per_worker)  # n workers x 1 thread: no oversubscribed cores
         yield client
 
 
 def _one_thread_per_worker() -> None:
     import cv2
-    import torch
 
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # torch reads OMP_NUM_THREADS=1, which Dask sets in its workers
 
 
 @contextlib.contextmanager
