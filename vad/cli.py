@@ -338,5 +338,110 @@ def store_diff(
     raise typer.Exit(0 if d["interchangeable"] else 1)
 
 
+# ------------------------------------------------------------------- scoring, evaluation, reports
+
+
+def _post_config(window: int, polyorder: int, normalise: str, threshold_quantile: float):
+    from vad.postprocess import PostConfig
+
+    return PostConfig(window=window, polyorder=polyorder, normalisation=normalise,
+                      threshold_quantile=threshold_quantile).validate()
+
+
+_WINDOW_HELP = ("Savitzky-Golay window in frames, odd (ours, a priori: 15 = 1.5 s at 10 fps; the paper gives none); "
+                "a shorter video uses the largest odd window <= its length")
+_NORMALISE_HELP = ("train-zscore: each branch z-scored with its TRAINING scores' mean/std (no test statistic) | "
+                   "per-video-minmax: each video's own min/max (USES TEST STATISTICS)")
+
+
+@app.command("score")
+@clean_errors
+def score_cmd(
+    store: str = typer.Option(..., "--store", help="teacher store the checkpoints were trained on"),
+    checkpoint: list[str] = typer.Option(..., "--checkpoint", help="OUT/<branch>/last.pt; repeat for both branches"),
+    out: Path = typer.Option(Path("outputs/scores.zarr"), "--out", help="scores file to write (a Zarr folder)"),
+    maps: bool = typer.Option(False, "--maps", help="also store the per-pixel anomaly maps of the test frames "
+                                                    "(float16 at the input size; for pixel AUC and overlays)"),
+    batch_size: int = typer.Option(16, help="frames per forward pass"),
+    device: str = typer.Option("auto", help="auto (CUDA when present) | cpu | cuda"),
+    threads: int = typer.Option(None, help="torch CPU threads (default: the cores not busy with other jobs, "
+                                           "cores minus the 1-minute load average, at least 1)"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an existing scores file at --out"),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="show the progress bar"),
+) -> None:
+    """Eq. 4: S(t) = sum |student - teacher| per frame and branch, over every test and training frame."""
+    from vad.score import score
+
+    r = score(store, checkpoint, out, maps=maps, batch_size=batch_size, device=device, overwrite=overwrite,
+              progress=progress, threads=threads)
+    rates = ", ".join(f"{b} {fps:.1f}" for b, fps in r.frames_per_s.items())
+    Console(soft_wrap=True).print(
+        f"scored {', '.join(r.branches)} on {r.videos.get('train', 0)} training videos ({r.frames.get('train', 0)} "
+        f"frames) and {r.videos.get('test', 0)} test videos ({r.frames.get('test', 0)} frames) in {r.seconds:.1f} s "
+        f"(frames/s: {rates}; {r.threads} torch thread{'s' if r.threads > 1 else ''}); wrote {r.out}",
+        highlight=False)
+
+
+@app.command("eval")
+@clean_errors
+def eval_cmd(
+    scores: Path = typer.Option(..., "--scores", help="scores file written by `vad score`"),
+    store: str = typer.Option(None, "--store", help="the store it was scored on (checked): labels and pixel masks "
+                                                    "(default: the labels copied into the scores file, no pixel AUC)"),
+    json_out: Path = typer.Option(None, "--json", help="also write the results as JSON to this file"),
+    window: int = typer.Option(15, help=_WINDOW_HELP),
+    polyorder: int = typer.Option(2, help="Savitzky-Golay polynomial order (< window; ours, a priori)"),
+    normalise: str = typer.Option("train-zscore", help=_NORMALISE_HELP),
+    threshold_quantile: float = typer.Option(0.99, help="decision threshold: this quantile of the fused TRAINING "
+                                                        "scores"),
+    pixel_size: int = typer.Option(64, help="common resolution (N x N) of maps and masks for the pixel AUC"),
+    per_video: bool = typer.Option(True, "--per-video/--no-per-video", help="also print the per-video AUC table"),
+) -> None:
+    """Frame-level micro and macro AUC, EER and pixel AUC per branch, fused and for the teacher-only baseline."""
+    from vad.evaluate import evaluate, results_notes, results_tables
+    from vad.score import open_scores
+    from vad.store import open_store
+
+    post = _post_config(window, polyorder, normalise, threshold_quantile)
+    sf = open_scores(scores)
+    ev = evaluate(sf, open_store(store) if store else None, post, pixel_size)
+    out = Console(soft_wrap=True)
+    for table in results_tables(ev.results, per_video):
+        out.print(table)
+    for note in results_notes(ev.results):
+        out.print(f"note: {note}", highlight=False)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(ev.results, indent=2) + "\n")
+        out.print(f"wrote {json_out}", highlight=False)
+
+
+@app.command("report")
+@clean_errors
+def report_cmd(
+    scores: Path = typer.Option(..., "--scores", help="scores file written by `vad score`"),
+    store: str = typer.Option(..., "--store", help="the store it was scored on (frames, labels, masks)"),
+    out: Path = typer.Option(Path("outputs/report"), "--out", help="folder for index.html and the figures"),
+    window: int = typer.Option(15, help=_WINDOW_HELP),
+    polyorder: int = typer.Option(2, help="Savitzky-Golay polynomial order (< window; ours, a priori)"),
+    normalise: str = typer.Option("train-zscore", help=_NORMALISE_HELP),
+    threshold_quantile: float = typer.Option(0.99, help="decision threshold: this quantile of the fused TRAINING "
+                                                        "scores"),
+    top_k: int = typer.Option(6, help="highest-scoring test frames shown per branch in the anomaly-map figures"),
+    pixel_size: int = typer.Option(64, help="common resolution (N x N) of maps and masks for the pixel AUC"),
+) -> None:
+    """Figures (ROC, per-video AUC, score timelines, anomaly-map overlays) and an index.html that shows them."""
+    from vad.report import make_report
+    from vad.score import open_scores
+    from vad.store import open_store
+
+    post = _post_config(window, polyorder, normalise, threshold_quantile)
+    r = make_report(open_scores(scores), open_store(store), out, post, top_k=top_k, pixel_size=pixel_size)
+    con = Console(soft_wrap=True)
+    for note in r.notes:
+        con.print(f"note: {note}", highlight=False)
+    con.print(f"wrote {len(r.figures)} figures and {r.page}", highlight=False)
+
+
 if __name__ == "__main__":
     app()
