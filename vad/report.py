@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from vad.errors import VadError
 from vad.evaluate import ROW_TITLES, EvaluationError, evaluate, fmt
 from vad.postprocess import PostConfig, process
 from vad.score import BASELINE, ScoresFile

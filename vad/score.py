@@ -39,7 +39,6 @@ renames it into place at the end, so an interrupted run leaves no half-written s
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -55,6 +54,7 @@ from zarr.codecs import ZstdCodec
 
 from vad import __version__
 from vad.errors import CheckpointError, ConfigError, VadError
+from vad.hashing import file_sha256
 from vad.store import SCHEMA_VERSION, SPLITS, Store, open_store
 
 FORMAT = "vad-scores"
@@ -82,13 +82,6 @@ class ScoresError(VadError):
 
 # ------------------------------------------------------------------------------------------------ checks
 
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def check_checkpoint_fits_store(path: str | Path, ckpt: dict, store: Store) -> None:

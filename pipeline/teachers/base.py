@@ -16,11 +16,12 @@ need a per-video model (a background model) fit it on `fit_frames` evenly spaced
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
+from vad.hashing import file_sha256
 
 ROLES = ("seg", "flow", "depth")
 
@@ -72,13 +73,6 @@ class Teacher:
         """Outputs for frames[n_context:]. `n_context` <= `context` (less at the start of a video)."""
         raise NotImplementedError
 
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def to_gray(frames: np.ndarray) -> np.ndarray:

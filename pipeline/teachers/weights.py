@@ -16,12 +16,12 @@ that is present is found without any network access. `pick_device` is where both
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from vad.errors import TeacherError
+from vad.hashing import file_sha256
 
 OFFLINE_ENV = "PIPELINE_OFFLINE"
 
@@ -84,21 +84,7 @@ def pick_device():
 
 # ---------------------------------------------------------------------------------------------- hashing
 
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
-
-
-def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file, remembered per process by (real path, size, mtime): hashing 500 MB takes seconds."""
-    real = Path(path).resolve()
-    st = real.stat()
-    key = (str(real), st.st_size, st.st_mtime_ns)
-    if key not in _SHA_CACHE:
-        digest = hashlib.sha256()
-        with open(real, "rb") as fh:
-            while block := fh.read(chunk):
-                digest.update(block)
-        _SHA_CACHE[key] = digest.hexdigest()
-    return _SHA_CACHE[key]
+sha256_of = file_sha256  # cached per process: hashing 500 MB takes seconds
 
 
 # ------------------------------------------------------------------------------- torch hub checkpoints

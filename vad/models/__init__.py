@@ -9,7 +9,6 @@ to the appearance student's 6 input channels the way smp does (weights repeated,
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from torch import nn
 
 from vad.config import TrainConfig
 from vad.errors import EncoderWeightsError
+from vad.hashing import file_sha256
 from vad.models.appearance import AppearanceStudent
 from vad.models.attention import ContextAttention, apply_attention
 from vad.models.motion import MotionStudent
@@ -43,13 +43,6 @@ def build_model(branch: str, config: TrainConfig, n_classes: int) -> nn.Module:
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_encoder_state(path: str | Path) -> dict[str, torch.Tensor]:
