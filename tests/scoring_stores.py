@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from tests.stores import DEFAULT_TEACHERS, random_video_values
 from vad.store import SCHEMA_VERSION, Store, create_store
@@ -91,3 +92,14 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# The fixtures the scoring, evaluation and report tests share (imported by those modules).
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    yield from one_torch_thread()
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory, _one_thread):
+    return setup(tmp_path_factory)

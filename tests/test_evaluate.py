@@ -9,7 +9,7 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
-from tests.scoring_stores import one_torch_thread, setup
+from tests.scoring_stores import _one_thread, paths  # noqa: F401 (fixtures)
 from vad.cli import app
 from vad.evaluate import EvaluationError, eer, evaluate, macro_auc, micro_auc, rates_at
 from vad.postprocess import PostConfig
@@ -17,16 +17,6 @@ from vad.score import BASELINE, ScoresError, open_scores, score
 from vad.store import open_store
 
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from one_torch_thread()
-
-
-@pytest.fixture(scope="module")
-def paths(tmp_path_factory, _one_thread):
-    return setup(tmp_path_factory)
 
 
 # ------------------------------------------------------------------------------------ by hand

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
 from typer.testing import CliRunner
 
-from tests.scoring_stores import one_torch_thread, setup
+from tests.scoring_stores import _one_thread, paths  # noqa: F401 (fixtures)
 from vad.cli import app
 from vad.postprocess import PostConfig
 from vad.report import make_report, top_frames
@@ -22,16 +21,6 @@ from vad.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from one_torch_thread()
-
-
-@pytest.fixture(scope="module")
-def paths(tmp_path_factory, _one_thread):
-    return setup(tmp_path_factory)
 
 
 def _listed(page: Path) -> list[str]:

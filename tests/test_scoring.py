@@ -8,7 +8,7 @@ import torch
 import zarr
 from scipy.signal import savgol_filter
 
-from tests.scoring_stores import one_torch_thread, make_store, setup, train_one_step
+from tests.scoring_stores import _one_thread, make_store, paths, train_one_step  # noqa: F401 (fixtures)
 from vad.checkpoint import load_student
 from vad.data import IMAGENET_MEAN, IMAGENET_STD
 from vad.errors import CheckpointError, ConfigError
@@ -16,16 +16,6 @@ from vad.postprocess import (NORMALISATION_LABELS, PostConfig, SmoothingConfig, 
                              fit_calibration, fuse, process, smooth)
 from vad.score import (BASELINE, FORMAT, ScoresError, file_sha256, is_scores_file, open_scores, score)
 from vad.store import SCHEMA_VERSION, open_store
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    yield from one_torch_thread()
-
-
-@pytest.fixture(scope="module")
-def paths(tmp_path_factory, _one_thread):
-    return setup(tmp_path_factory)
 
 
 # ----------------------------------------------------------------------------------------- smoothing
