@@ -32,7 +32,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 precompute: install
-	$(BIN)/pipeline precompute $(DATASET) --data $(DATA) --store $(STORE) --preset $(PRESET) $(if $(WORKERS),--workers $(WORKERS))
+	$(BIN)/vad precompute $(DATASET) --data $(DATA) --store $(STORE) --preset $(PRESET) $(if $(WORKERS),--workers $(WORKERS))
 
 # The demo's students: small (64x64 inputs, 150 steps of 8 samples per branch) so that the whole demo runs in
 # minutes on a 2-core CPU; a rerun resumes the finished checkpoints (no-op) and rescores.
@@ -42,8 +42,8 @@ DEMO_STEPS ?= 150
 DEMO_STORE := stores/synth.zarr
 
 demo: install
-	test -f data/synth/Test/UCSDsynth.m || $(BIN)/pipeline synth data/synth --seed 0
-	$(BIN)/pipeline precompute synth --data data/synth --store $(DEMO_STORE) --preset $(PRESET) $(if $(WORKERS),--workers $(WORKERS))
+	test -f data/synth/Test/UCSDsynth.m || $(BIN)/vad synth data/synth --seed 0
+	$(BIN)/vad precompute synth --data data/synth --store $(DEMO_STORE) --preset $(PRESET) $(if $(WORKERS),--workers $(WORKERS))
 	$(BIN)/vad store info $(DEMO_STORE)
 	for b in appearance motion; do \
 	  $(BIN)/vad train --store $(DEMO_STORE) --branch $$b --size $(DEMO_SIZE) --max-steps $(DEMO_STEPS) \

@@ -21,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.blocks import resize_frames
-from pipeline.datasets import open_dataset
-from pipeline.precompute import precompute
-from pipeline.teachers import build_teacher, resolve_preset
-from pipeline.teachers.base import fit_indices
-from vad.store import open_store, store_summary
+from mtvad.precompute.blocks import resize_frames
+from mtvad.precompute.datasets import open_dataset
+from mtvad.precompute.jobs import precompute
+from mtvad.precompute.teachers import build_teacher, resolve_preset
+from mtvad.precompute.teachers.base import fit_indices
+from mtvad.store.access import open_store
+from mtvad.store.summary import store_summary
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 

@@ -2,10 +2,10 @@
 
 Measures, on one complete schema-2 store (e.g. stores/ped2.zarr):
 1. `vad store pack` time and size;
-2. seconds to read every video's frames, flow_mag and seg through `vad.store` (decoded, whole videos), from
+2. seconds to read every video's frames, flow_mag and seg through `mtvad.store` (decoded, whole videos), from
    the folder and from the zip, interleaved repetitions (median and best);
 3. `vad store verify` time on both;
-4. training-loader samples/s (`vad.data`, streaming mode: chunks decoded in the loader, the path that reads
+4. training-loader samples/s (`mtvad.students.data`, streaming mode: chunks decoded in the loader, the path that reads
    the store while training) from both, per branch.
 
 Timings on a shared 2-core machine are noisy: compare the ratios within one run, and the best of each.
@@ -20,8 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from vad.sharing import pack_store, verify_store
-from vad.store import open_store
+from mtvad.store.access import open_store
+from mtvad.store.pack import pack_store
+from mtvad.store.verify import verify_store
 
 
 def read_all(url: str) -> int:
@@ -33,10 +34,10 @@ def read_all(url: str) -> int:
 
 
 def loader_rate(url: str, branch: str, workers: int, n_batches: int, batch_size: int) -> float:
-    from vad.config import DataConfig, OptimConfig, RunConfig, TrainConfig
-    from vad.data import make_train_data
-
     import torch
+
+    from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+    from mtvad.students.data import make_train_data
 
     cfg = TrainConfig(branch=branch, data=DataConfig(store=url, in_memory=False, workers=workers),
                       optim=OptimConfig(batch_size=batch_size), run=RunConfig(seed=0, device="cpu"))

@@ -26,14 +26,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.blocks import resize_frames, resize_masks
-from pipeline.datasets import open_dataset
-from pipeline.teachers.background import BackgroundSegmentation
-from pipeline.teachers.base import Teacher, fit_indices
-from pipeline.teachers.deeplab import OBJECT_ID, DeepLabSegmentation
-from pipeline.teachers.ground_plane import GroundPlaneDepth
-from pipeline.teachers.pydnet import PyDNetDepth
-from vad.store import open_store
+from mtvad.precompute.blocks import resize_frames, resize_masks
+from mtvad.precompute.datasets import open_dataset
+from mtvad.precompute.teachers.background import BackgroundSegmentation
+from mtvad.precompute.teachers.base import Teacher, fit_indices
+from mtvad.precompute.teachers.deeplab import OBJECT_ID, DeepLabSegmentation
+from mtvad.precompute.teachers.ground_plane import GroundPlaneDepth
+from mtvad.precompute.teachers.pydnet import PyDNetDepth
+from mtvad.store.access import open_store
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 MOVING, STATIC = 0.5, 0.25  # px/frame at the store resolution (Ped2 walkers: 0.5-1 px/frame at 256x256)

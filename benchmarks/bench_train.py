@@ -28,11 +28,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from vad.config import DataConfig, OptimConfig, RunConfig, TrainConfig  # noqa: E402
-from vad.data import appearance_batch, make_train_data, motion_batch  # noqa: E402
-from vad.loss import patch_loss  # noqa: E402
-from vad.models import build_model, count_parameters  # noqa: E402
-from vad.store import open_store  # noqa: E402
+from mtvad.store.access import open_store  # noqa: E402
+from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig  # noqa: E402
+from mtvad.students.data import appearance_batch, make_train_data, motion_batch  # noqa: E402
+from mtvad.students.loss import patch_loss  # noqa: E402
+from mtvad.students.models import build_model, count_parameters  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
 CPU = torch.device("cpu")

@@ -5,7 +5,7 @@
 
 Stages (each a `pipeline` / `vad` command, timed; a finished stage is reused, so a rerun only redoes what is
 missing):
-  1. `pipeline precompute ped2` into --store (skipped when the store exists; it resumes otherwise)
+  1. `vad precompute ped2` into --store (skipped when the store exists; it resumes otherwise)
   2. `vad train --branch both --size S --max-steps N` into OUT (with --resume when checkpoints exist: a no-op
      once they reached N steps)
   3. `vad score --maps` into OUT/scores.zarr
@@ -13,7 +13,7 @@ missing):
 
 Nothing here looks at test labels before step 4: the size and the number of steps are fixed in advance from the
 CPU time budget (about 30 minutes of training on a 2-core machine), the smoothing window and threshold are the
-a-priori defaults of `vad.postprocess`. The stage times and the results go to OUT/ped2_result.json and a
+a-priori defaults of `mtvad.scoring.postprocess`. The stage times and the results go to OUT/ped2_result.json and a
 Markdown table is printed.
 """
 

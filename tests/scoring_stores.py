@@ -8,8 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtvad.store.access import Store, create_store
+from mtvad.store.schema import SCHEMA_VERSION
 from tests.stores import DEFAULT_TEACHERS, random_video_values
-from vad.store import SCHEMA_VERSION, Store, create_store
 
 _CACHE: dict[str, object] = {}
 
@@ -49,8 +50,8 @@ def make_store(path: str | Path, n_train: int = 2, n_test: int = 2, n_frames: in
 def train_one_step(store_path: str | Path, out: str | Path, branch: str = "both", target: str = "seg-future") -> Path:
     """Both students (or one) trained for one step of batch 2: real checkpoints, fast. The encoders are the
     smallest of the paper's families (resnet18, vgg11: the same code paths at half the cost)."""
-    from vad.config import AppearanceConfig, DataConfig, MotionConfig, OptimConfig, RunConfig, TrainConfig
-    from vad.train import train
+    from mtvad.students.config import AppearanceConfig, DataConfig, MotionConfig, OptimConfig, RunConfig, TrainConfig
+    from mtvad.students.train import train
 
     cfg = TrainConfig(branch=branch, appearance=AppearanceConfig(encoder="resnet18", target=target),
                       motion=MotionConfig(encoder="vgg11"), data=DataConfig(store=str(store_path)),
@@ -65,7 +66,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
     a scores file with maps; store 'nolabels' (same teachers, no labels); store 'other' (other teachers)."""
     if "paths" in _CACHE:
         return _CACHE["paths"]  # type: ignore[return-value]
-    from vad.score import score
+    from mtvad.scoring.score import score
 
     root = tmp_path_factory.mktemp("scoring")
     p = {"store": root / "main.zarr", "run": root / "run", "scores": root / "scores.zarr",

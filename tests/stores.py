@@ -1,4 +1,4 @@
-"""Tiny random stores for the students' tests, written through the real contract (`vad.store`).
+"""Tiny random stores for the students' tests, written through the real contract (`mtvad.store`).
 
 `make_random_store` fills every array with seeded random values: frames uint8 noise, seg random class ids in
 square blobs (so masking and nearest resizing have something to keep), flow magnitude in [0, 4) px with a
@@ -12,7 +12,8 @@ from typing import Sequence
 
 import numpy as np
 
-from vad.store import SCHEMA_VERSION, Store, create_store
+from mtvad.store.access import Store, create_store
+from mtvad.store.schema import SCHEMA_VERSION
 
 DEFAULT_TEACHERS = {
     "seg": {"name": "random", "version": "1", "params": {}, "weights_sha256": None},

@@ -8,6 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from mtvad.errors import DatasetError
+from mtvad.precompute.datasets import DATASETS, open_dataset
+from mtvad.precompute.datasets.base import FrameFolder, Video, VideoFile
+from mtvad.precompute.datasets.labels import load_ffp_mat, parse_ucsd_m
 from tests.fakes import (
     SIZE,
     default_ranges,
@@ -24,10 +28,6 @@ from tests.fakes import (
     write_ucsd_frames,
     write_ucsd_official,
 )
-from pipeline.datasets import DATASETS, open_dataset
-from pipeline.datasets.base import FrameFolder, Video, VideoFile
-from pipeline.datasets.labels import load_ffp_mat, parse_ucsd_m
-from vad.errors import DatasetError
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 PED2 = SHARED / "data" / "ped2"
@@ -380,7 +380,7 @@ def test_video_of_one_frame_fails_validation(tmp_path):
 
 @pytest.mark.skipif(not PED2.is_dir(), reason=f"real UCSD Ped2 subset not found at {PED2}")
 def test_real_ped2():
-    from pipeline.datasets.base import read_image
+    from mtvad.precompute.datasets.base import read_image
 
     videos = by_key(open_dataset("ped2", PED2).videos())
     assert sum(s == "train" for s, _ in videos) == 16 and sum(s == "test" for s, _ in videos) == 6

@@ -9,12 +9,14 @@ import pytest
 import zarr
 from typer.testing import CliRunner
 
+from mtvad.cli.main import app
+from mtvad.scoring.evaluate import EvaluationError, evaluate
+from mtvad.scoring.metrics import eer, macro_auc, micro_auc, rates_at
+from mtvad.scoring.postprocess import PostConfig
+from mtvad.scoring.score import score
+from mtvad.scoring.scores_file import BASELINE, ScoresError, open_scores
+from mtvad.store.access import open_store
 from tests.scoring_stores import _one_thread, paths  # noqa: F401 (fixtures)
-from vad.cli import app
-from vad.evaluate import EvaluationError, eer, evaluate, macro_auc, micro_auc, rates_at
-from vad.postprocess import PostConfig
-from vad.score import BASELINE, ScoresError, open_scores, score
-from vad.store import open_store
 
 runner = CliRunner()
 
@@ -136,6 +138,6 @@ def test_vad_eval_refuses_a_store_without_labels_and_scores_of_another_store(pat
 
 
 def test_evaluation_error_is_a_vad_error():
-    from vad.errors import VadError
+    from mtvad.errors import VadError
 
     assert issubclass(EvaluationError, VadError) and issubclass(ScoresError, VadError)

@@ -7,12 +7,18 @@ import torch
 from segmentation_models_pytorch.encoders import get_encoder
 from torch import nn
 
-from vad.config import TrainConfig
-from vad.errors import EncoderWeightsError
-from vad.loss import patch_errors, patch_loss
-from vad.models import (AppearanceStudent, MotionStudent, build_model, count_parameters, encoder_family,
-                        load_encoder_weights)
-from vad.models.attention import ContextAttention, resize_map
+from mtvad.errors import EncoderWeightsError
+from mtvad.students.config import TrainConfig
+from mtvad.students.loss import patch_errors, patch_loss
+from mtvad.students.models import (
+    AppearanceStudent,
+    MotionStudent,
+    build_model,
+    count_parameters,
+    encoder_family,
+    load_encoder_weights,
+)
+from mtvad.students.models.attention import ContextAttention, resize_map
 
 POSITIONS = ("encoder", "decoder", "skip", "final")
 

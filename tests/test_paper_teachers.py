@@ -18,17 +18,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from pipeline import teachers as registry  # noqa: E402
-from pipeline.datasets import open_dataset  # noqa: E402
-from pipeline.precompute import precompute  # noqa: E402
-from pipeline.teachers import build_teacher, resolve_preset  # noqa: E402
-from pipeline.teachers import weights as W  # noqa: E402
-from pipeline.teachers.base import file_sha256  # noqa: E402
-from pipeline.teachers.maskrcnn import coco_classes, semantic_map  # noqa: E402
-from pipeline.teachers.midas import normalise  # noqa: E402
+from mtvad.errors import TeacherError  # noqa: E402
+from mtvad.precompute import teachers as registry  # noqa: E402
+from mtvad.precompute.datasets import open_dataset  # noqa: E402
+from mtvad.precompute.jobs import precompute  # noqa: E402
+from mtvad.precompute.teachers import build_teacher, resolve_preset  # noqa: E402
+from mtvad.precompute.teachers import weights as W  # noqa: E402
+from mtvad.precompute.teachers.base import file_sha256  # noqa: E402
+from mtvad.precompute.teachers.maskrcnn import coco_classes, semantic_map  # noqa: E402
+from mtvad.precompute.teachers.midas import normalise  # noqa: E402
+from mtvad.store.access import open_store  # noqa: E402
 from tests.conftest import write_moving_ucsd  # noqa: E402
-from vad.errors import TeacherError  # noqa: E402
-from vad.store import open_store  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 # small enough for CPU: torchvision's internal resize to 64 px, 3 detections per frame; random weights give
@@ -170,7 +170,7 @@ def test_weights_in_the_framework_caches_are_found_without_network(maskrcnn_file
 
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from mtvad.cli.precompute import app
 
     listing = CliRunner().invoke(app, ["teachers"], env={"COLUMNS": "400"})
     assert listing.exit_code == 0, listing.output
@@ -259,7 +259,7 @@ def test_precompute_with_the_paper_preset_exits_1_with_the_message_and_writes_no
            W.OFFLINE_ENV: "1", "COLUMNS": "1000"}  # no download even where there is internet
     for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         env.pop(name, None)
-    proc = subprocess.run([sys.executable, "-m", "pipeline", "precompute", "ped2", "--data", str(data), "--store",
+    proc = subprocess.run([sys.executable, "-m", "mtvad", "precompute", "ped2", "--data", str(data), "--store",
                            str(store), "--preset", "paper", "--quiet"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     output = " ".join((proc.stdout + proc.stderr).split())  # rich may wrap the line

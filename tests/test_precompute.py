@@ -12,14 +12,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline import teachers as registry
-from pipeline.datasets import open_dataset
-from pipeline.precompute import precompute
-from pipeline.teachers import resolve_preset
+from mtvad.errors import DatasetError, StoreError
+from mtvad.precompute import teachers as registry
+from mtvad.precompute.datasets import open_dataset
+from mtvad.precompute.jobs import precompute
+from mtvad.precompute.teachers import resolve_preset
+from mtvad.store.access import open_store
+from mtvad.store.schema import ARRAYS
 from tests.conftest import write_moving_ucsd
 from tests.test_store import documented_arrays
-from vad.errors import DatasetError, StoreError
-from vad.store import ARRAYS, open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(resolution=(32, 40), chunk_frames=4, progress=False)
@@ -110,7 +111,7 @@ def test_killed_run_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path):
     reference = tmp_path / "reference.zarr"
     build(data, reference, scheduler="inprocess", resolution=(96, 128), chunk_frames=2)
     path = tmp_path / "killed.zarr"
-    cmd = [sys.executable, "-m", "pipeline", "precompute", "ped2", "--data", str(data), "--store", str(path),
+    cmd = [sys.executable, "-m", "mtvad", "precompute", "ped2", "--data", str(data), "--store", str(path),
            "--resolution", "96x128", "--chunk-frames", "2", "--workers", "2", "--quiet"]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     done_at_kill = None
@@ -178,7 +179,7 @@ def test_inconsistent_videos_fail_before_anything_is_written(tiny_ucsd, tmp_path
 
 
 def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True)
+    return subprocess.run([sys.executable, "-m", "mtvad", *args], cwd=cwd, capture_output=True, text=True)
 
 
 def test_cli_reports_bad_input_in_one_line_with_a_non_zero_exit(tmp_path):
@@ -205,21 +206,21 @@ def test_cli_builds_and_vad_store_info_shows_it(tmp_path):
     again = run_cli("precompute", "ped2", "--data", str(data), "--store", str(store), "--resolution", "32",
                     "--scheduler", "inprocess")
     assert "complete already" in again.stderr
-    info = subprocess.run([sys.executable, "-m", "vad", "store", "info", str(store)], cwd=ROOT,
+    info = subprocess.run([sys.executable, "-m", "mtvad", "store", "info", str(store)], cwd=ROOT,
                           capture_output=True, text=True)
     assert info.returncode == 0, info.stderr
     for text in ("train 1 (6 frames)", "test 1 (6 frames)", "flow_mag", "uint16", "farneback", "complete",
                  open_store(store).fingerprint[:16]):
         assert text in info.stdout, text
     picture = tmp_path / "teachers.png"
-    shown = subprocess.run([sys.executable, "-m", "vad", "store", "show", str(store), "--video", "test/01",
+    shown = subprocess.run([sys.executable, "-m", "mtvad", "store", "show", str(store), "--video", "test/01",
                             "--frames", "0,5", "--out", str(picture)], cwd=ROOT, capture_output=True, text=True)
     assert shown.returncode == 0, shown.stderr
     from PIL import Image
 
     with Image.open(picture) as im:
         assert im.size[0] > im.size[1] > 100  # five panels side by side, two rows
-    wrong = subprocess.run([sys.executable, "-m", "vad", "store", "show", str(store), "--frames", "6",
+    wrong = subprocess.run([sys.executable, "-m", "mtvad", "store", "show", str(store), "--frames", "6",
                             "--out", str(tmp_path / "x.png")], cwd=ROOT, capture_output=True, text=True)
     assert wrong.returncode == 1 and "test/01 has frames 0..5, not [6]" in wrong.stderr
     assert not (tmp_path / "x.png").exists()

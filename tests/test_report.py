@@ -12,12 +12,13 @@ from pathlib import Path
 import numpy as np
 from typer.testing import CliRunner
 
+from mtvad.cli.main import app
+from mtvad.scoring.postprocess import PostConfig
+from mtvad.scoring.report import make_report, top_frames
+from mtvad.scoring.score import score
+from mtvad.scoring.scores_file import open_scores
+from mtvad.store.access import open_store
 from tests.scoring_stores import _one_thread, paths  # noqa: F401 (fixtures)
-from vad.cli import app
-from vad.postprocess import PostConfig
-from vad.report import make_report, top_frames
-from vad.score import open_scores, score
-from vad.store import open_store
 
 ROOT = Path(__file__).resolve().parents[1]
 runner = CliRunner()
@@ -65,7 +66,7 @@ def test_top_frames_are_spaced_within_a_video():
 
 def _run(*args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_torch_thread
-    return subprocess.run([sys.executable, "-m", "vad", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "mtvad", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
                           env=env)
 
 

@@ -8,15 +8,25 @@ import torch
 import zarr
 from scipy.signal import savgol_filter
 
+from mtvad.errors import CheckpointError, ConfigError
+from mtvad.scoring.postprocess import (
+    NORMALISATION_LABELS,
+    PostConfig,
+    SmoothingConfig,
+    effective_window,
+    fill_invalid,
+    fit_calibration,
+    fuse,
+    process,
+    smooth,
+)
+from mtvad.scoring.score import file_sha256, score
+from mtvad.scoring.scores_file import BASELINE, FORMAT, ScoresError, is_scores_file, open_scores
+from mtvad.store.access import open_store
+from mtvad.store.schema import SCHEMA_VERSION
+from mtvad.students.checkpoint import load_student
+from mtvad.students.data import IMAGENET_MEAN, IMAGENET_STD
 from tests.scoring_stores import _one_thread, make_store, paths, train_one_step  # noqa: F401 (fixtures)
-from vad.checkpoint import load_student
-from vad.data import IMAGENET_MEAN, IMAGENET_STD
-from vad.errors import CheckpointError, ConfigError
-from vad.postprocess import (NORMALISATION_LABELS, PostConfig, SmoothingConfig, effective_window, fill_invalid,
-                             fit_calibration, fuse, process, smooth)
-from vad.score import (BASELINE, FORMAT, ScoresError, file_sha256, is_scores_file, open_scores, score)
-from vad.store import SCHEMA_VERSION, open_store
-
 
 # ----------------------------------------------------------------------------------------- smoothing
 

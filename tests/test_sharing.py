@@ -13,12 +13,15 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from mtvad.cli.main import app
+from mtvad.errors import StoreError
+from mtvad.store.access import create_store, open_store
+from mtvad.store.diff import diff_stores
+from mtvad.store.pack import pack_store, unpack_store
+from mtvad.store.schema import ARRAYS, CHECKSUMMED, digest
+from mtvad.store.verify import verify_store
 from tests.conftest import write_moving_ucsd
 from tests.stores import make_random_store
-from vad.cli import app
-from vad.errors import StoreError
-from vad.sharing import diff_stores, pack_store, unpack_store, verify_store
-from vad.store import ARRAYS, CHECKSUMMED, create_store, digest, open_store
 
 runner = CliRunner()
 
@@ -80,9 +83,9 @@ def test_a_packed_store_reads_every_array_like_the_folder(tiny, packed):
 
 
 def test_training_from_the_zip_gives_the_loss_curve_of_the_folder(tiny, packed, tmp_path, one_thread):
-    from vad.config import DataConfig, OptimConfig, RunConfig, TrainConfig
-    from vad.data import StreamingDataset, branch_spec
-    from vad.train import train
+    from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+    from mtvad.students.data import StreamingDataset, branch_spec
+    from mtvad.students.train import train
 
     def config(store) -> TrainConfig:
         return TrainConfig(branch="appearance", data=DataConfig(store=str(store), in_memory=True),
@@ -260,7 +263,7 @@ def test_a_store_that_carries_code_is_refused_before_anything_is_decoded(tiny, t
 
 def test_checkpoints_load_with_weights_only():
     root = Path(__file__).resolve().parents[1]
-    calls = [line for p in (root / "vad").rglob("*.py") for line in p.read_text().splitlines()
+    calls = [line for p in (root / "src" / "mtvad").rglob("*.py") for line in p.read_text().splitlines()
              if "torch.load(" in line]
     assert calls and all("weights_only=True" in c for c in calls), calls
 
@@ -325,9 +328,9 @@ def s3():
 
 
 def test_precompute_to_s3_then_info_verify_read_train_pack_and_diff_from_it(s3, tmp_path, one_thread):
-    from pipeline.datasets import open_dataset
-    from pipeline.precompute import precompute
-    from pipeline.teachers import resolve_preset
+    from mtvad.precompute.datasets import open_dataset
+    from mtvad.precompute.jobs import precompute
+    from mtvad.precompute.teachers import resolve_preset
 
     data = write_moving_ucsd(tmp_path / "ped2", n_train=2, n_test=1, n_frames=8, size=(32, 32))
     settings = dict(scheduler="inprocess", resolution=(32, 32), chunk_frames=4, progress=False)
@@ -355,8 +358,8 @@ def test_precompute_to_s3_then_info_verify_read_train_pack_and_diff_from_it(s3, 
         assert text in info.output, text
     assert "@" in attrs["built_by"]
 
-    from vad.config import DataConfig, OptimConfig, RunConfig, TrainConfig
-    from vad.train import train
+    from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+    from mtvad.students.train import train
 
     cfg = TrainConfig(branch="appearance", data=DataConfig(store=url), optim=OptimConfig(batch_size=2, epochs=1),
                       run=RunConfig(out=str(tmp_path / "run"), max_steps=2, device="cpu"))

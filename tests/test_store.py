@@ -1,4 +1,4 @@
-"""The store contract: cache_schema.md == vad/store.py == what the pipeline writes; opening refuses bad stores."""
+"""The store contract: cache_schema.md == src/mtvad/store/schema.py == what the pipeline writes; opening refuses bad stores."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import zarr
 
-from vad.errors import StoreError
-from vad.store import (ARRAYS, SCHEMA_VERSION, create_store, describe_build_change, fingerprint, open_store,
-                       store_summary)
+from mtvad.errors import StoreError
+from mtvad.store.access import create_store, open_store
+from mtvad.store.schema import ARRAYS, SCHEMA_VERSION, describe_build_change, fingerprint
+from mtvad.store.summary import store_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = {"schema_version": SCHEMA_VERSION, "resolution": [8, 12], "chunk_frames": 4,

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.synth import KINDS, KINDS_FILE, M_FILE, SynthOutputExists, generate
-from pipeline.synth.bodies import Canvas, PersonLook, Pose, draw_person
-from pipeline.synth.scene import DT, Camera
-from vad.errors import DatasetError
+from mtvad.errors import DatasetError
+from mtvad.precompute.synth import KINDS, KINDS_FILE, M_FILE, SynthOutputExists, generate
+from mtvad.precompute.synth.bodies import Canvas, PersonLook, Pose, draw_person
+from mtvad.precompute.synth.scene import DT, Camera
 
 M_LINE = re.compile(r"TestVideoFile\{end\+1\}\.gt_frame = \[(\d+:\d+(?:, \d+:\d+)*)\];")
 
@@ -198,7 +198,7 @@ def test_refuses_non_empty_folder_and_overwrites_only_its_own_files(tmp_path):
 
 
 def test_reads_back_through_the_projects_ucsd_reader(small):
-    from pipeline.datasets import open_dataset
+    from mtvad.precompute.datasets import open_dataset
 
     root, summary = small
     dataset = open_dataset("synth", root)

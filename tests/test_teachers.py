@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from pipeline import teachers as registry
-from pipeline.teachers import build_teacher, loaded_teacher, resolve_preset
-from pipeline.teachers.base import fit_indices
+from mtvad.errors import TeacherError
+from mtvad.precompute import teachers as registry
+from mtvad.precompute.teachers import build_teacher, loaded_teacher, resolve_preset
+from mtvad.precompute.teachers.base import fit_indices
 from tests.conftest import moving_scene
-from vad.errors import TeacherError
 
 
 def rgb(gray: np.ndarray) -> np.ndarray:

@@ -7,10 +7,10 @@ import builtins
 import numpy as np
 import pytest
 
-from pipeline.teachers.deeplab import OBJECT_ID, TILE, DeepLabSegmentation, _tile_starts
-from pipeline.teachers.pydnet import PyDNetDepth, normalise_per_frame
+from mtvad.errors import TeacherError
+from mtvad.precompute.teachers.deeplab import OBJECT_ID, TILE, DeepLabSegmentation, _tile_starts
+from mtvad.precompute.teachers.pydnet import PyDNetDepth, normalise_per_frame
 from tests.conftest import shared_path
-from vad.errors import TeacherError
 
 
 def test_a_missing_model_file_is_named_with_where_to_get_it_and_where_to_put_it(tmp_path, monkeypatch):
@@ -68,8 +68,8 @@ def test_background_gate_gives_each_blob_its_majority_class_or_object():
 
 
 def test_deeplab_finds_people_on_real_ped2_frames():
-    from pipeline.blocks import resize_frames
-    from pipeline.datasets import open_dataset
+    from mtvad.precompute.blocks import resize_frames
+    from mtvad.precompute.datasets import open_dataset
 
     video = next(open_dataset("ped2", shared_path("data", "ped2")).videos("train"))
     frames = resize_frames(video.read(0, 2), (256, 256))
@@ -82,8 +82,8 @@ def test_deeplab_finds_people_on_real_ped2_frames():
 
 
 def test_pydnet_depth_is_normalised_and_nearer_at_the_bottom_of_ped2():
-    from pipeline.blocks import resize_frames
-    from pipeline.datasets import open_dataset
+    from mtvad.precompute.blocks import resize_frames
+    from mtvad.precompute.datasets import open_dataset
 
     video = next(open_dataset("ped2", shared_path("data", "ped2")).videos("train"))
     frames = resize_frames(video.read(0, 2), (256, 256))
@@ -99,10 +99,10 @@ def test_normalise_per_frame_handles_constant_frames():
 
 
 def test_cpu_classes_preset_builds_a_store_with_coco_classes(tiny_ucsd, tmp_path, monkeypatch):
-    from pipeline.datasets import open_dataset
-    from pipeline.precompute import precompute
-    from pipeline.teachers import resolve_preset
-    from vad.store import open_store
+    from mtvad.precompute.datasets import open_dataset
+    from mtvad.precompute.jobs import precompute
+    from mtvad.precompute.teachers import resolve_preset
+    from mtvad.store.access import open_store
 
     monkeypatch.setenv("MTVAD_MODELS", str(shared_path("models")))
     path = tmp_path / "s.zarr"

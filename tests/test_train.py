@@ -11,21 +11,29 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from typer.testing import CliRunner
 
-import vad.train
-from vad.cli import app
-from vad.checkpoint import checkpoint_path, load_checkpoint, load_student
-from vad.config import DataConfig, OptimConfig, RunConfig, TrainConfig
-from vad.data import (EpochBatchSampler, InMemoryDataset, StreamingDataset, appearance_batch, branch_spec,
-                      check_store, make_train_data, motion_batch, normalise_frames)
-from vad.errors import CheckpointError, ConfigError, StoreError, TrainingDivergedError
-from vad.loss import patch_loss
-from vad.models import build_model
-from vad.store import SCHEMA_VERSION, open_store
-from vad.train import train
-
+import mtvad.students.train
+from mtvad.cli.main import app
+from mtvad.errors import CheckpointError, ConfigError, StoreError, TrainingDivergedError
+from mtvad.store.access import open_store
+from mtvad.store.schema import SCHEMA_VERSION
+from mtvad.students.checkpoint import checkpoint_path, load_checkpoint, load_student
+from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+from mtvad.students.data import (
+    EpochBatchSampler,
+    InMemoryDataset,
+    StreamingDataset,
+    appearance_batch,
+    branch_spec,
+    check_store,
+    make_train_data,
+    motion_batch,
+    normalise_frames,
+)
+from mtvad.students.loss import patch_loss
+from mtvad.students.models import build_model
+from mtvad.students.train import train
 from tests.stores import make_random_store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -317,7 +325,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(store_path
         loss = patch_loss(pred, target, grid)
         return loss * float("nan") if len(calls) == 3 else loss
 
-    monkeypatch.setattr(vad.train, "patch_loss", loss_that_breaks)
+    monkeypatch.setattr(mtvad.students.train, "patch_loss", loss_that_breaks)
     cfg = config(store_path, tmp_path, run__checkpoint_every=2, run__max_steps=10)
     with pytest.raises(TrainingDivergedError, match=r"loss is nan at step 3 .* Last good checkpoint: .*last.pt "
                                                     r"\(step 2\)"):
@@ -331,7 +339,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(store_path
 
 def test_vad_train_cli_writes_checkpoints_and_reports_bad_input_in_one_line(store_path, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "vad", "train", "--store", str(store_path), "--branch", "both", "--size", "32",
+    cmd = [sys.executable, "-m", "mtvad", "train", "--store", str(store_path), "--branch", "both", "--size", "32",
            "--batch-size", "2", "--max-steps", "1", "--out", str(out), "--no-progress", "--attention", "skip",
            "--streaming", "--workers", "1"]  # a loader process opening its own store handle
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)

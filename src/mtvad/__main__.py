@@ -1,0 +1,3 @@
+from mtvad.cli.main import app
+
+app(prog_name="vad")

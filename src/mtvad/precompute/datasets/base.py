@@ -1,0 +1,393 @@
+"""What every dataset reader yields: videos that read their frames, labels and masks lazily.
+
+A `Video` holds paths, never pixels: a dataset of any size is listed without reading a frame, and a
+pipeline task reads only the block of frames it computes (`Video.read(start, stop)`). Videos are small,
+picklable values so that Dask can ship them to workers.
+
+Every error caused by the data names the file and what is wrong (`mtvad.errors.DatasetError`).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Iterator, Protocol, Sequence
+
+import numpy as np
+
+from mtvad.errors import DatasetError
+
+SPLITS = ("train", "test")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".mkv", ".mpg", ".mpeg", ".m4v", ".webm")
+
+
+def sorted_images(folder: Path) -> list[Path]:
+    """Image files of a frame folder in frame order (numeric order of the digits in their names).
+
+    Hidden files are skipped: macOS archives carry `._001.tif` metadata files beside every frame.
+    """
+    files = [p for p in visible_entries(folder) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    return sorted(files, key=_frame_sort_key)
+
+
+def visible_entries(folder: Path) -> list[Path]:
+    """Entries of a folder, without hidden ones (`.DS_Store`, macOS `._*` metadata), in natural order."""
+    return sorted((p for p in Path(folder).iterdir() if not p.name.startswith(".")), key=_natural_key)
+
+
+def _natural_key(path: Path) -> list:
+    """"cam2" before "cam10"; text and number chunks alternate, so keys always compare."""
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", path.name)] + [path.name]
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """Visible subfolders of a folder in natural order; none if the folder does not exist."""
+    folder = Path(folder)
+    return [p for p in visible_entries(folder) if p.is_dir()] if folder.is_dir() else []
+
+
+def _frame_sort_key(path: Path) -> tuple:
+    digits = "".join(ch for ch in path.stem if ch.isdigit())
+    return (int(digits) if digits else -1, path.name)
+
+
+class FrameSource(Protocol):
+    """The frames of one video, read in blocks."""
+
+    path: str
+
+    @property
+    def n_frames(self) -> int: ...
+
+    def frame_size(self) -> tuple[int, int]:
+        """(height, width) shared by every frame; raises DatasetError if frames differ in size."""
+        ...
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Frames [start, stop) as uint8 RGB, shape (n, H, W, 3)."""
+        ...
+
+
+@dataclass(frozen=True)
+class FrameFolder:
+    """A video stored as one image file per frame (any of IMAGE_SUFFIXES, grayscale or colour)."""
+
+    path: str
+    files: tuple[str, ...]
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "FrameFolder":
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise DatasetError(f"{folder}: frame folder does not exist")
+        files = tuple(str(p) for p in sorted_images(folder))
+        return cls(str(folder), files)
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.files)
+
+    def frame_size(self) -> tuple[int, int]:
+        from PIL import Image
+
+        size = None
+        for f in self.files:
+            try:
+                with Image.open(f) as im:  # reads the header only
+                    wh = im.size
+            except Exception as exc:  # PIL raises several types for unreadable files
+                raise DatasetError(f"{f}: unreadable frame ({exc})") from exc
+            if size is None:
+                size, first = wh, f
+            elif wh != size:
+                raise DatasetError(
+                    f"{f}: frame is {wh[0]}x{wh[1]} (WxH) but {first} is {size[0]}x{size[1]}; "
+                    "all frames of a video must have one size"
+                )
+        if size is None:
+            raise DatasetError(f"{self.path}: no frames")
+        return (size[1], size[0])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        _check_range(self.path, start, stop, self.n_frames)
+        return np.stack([read_image(f) for f in self.files[start:stop]])
+
+
+def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
+    """One image file as a uint8 array (RGB: (H, W, 3); L: (H, W)); DatasetError naming the file if broken."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return np.asarray(im.convert(mode))
+    except Exception as exc:
+        raise DatasetError(f"{path}: unreadable or truncated image ({exc})") from exc
+
+
+@dataclass(frozen=True)
+class VideoFile:
+    """A video stored as one file that OpenCV decodes (AVI, MP4, ...)."""
+
+    path: str
+    frames: int = -1  # counted by decoding when not given: container frame counts are unreliable
+
+    @classmethod
+    def open(cls, path: Path) -> "VideoFile":
+        return cls(str(path), count_video_frames(Path(path)))
+
+    @property
+    def n_frames(self) -> int:
+        return self.frames if self.frames >= 0 else count_video_frames(Path(self.path))
+
+    def frame_size(self) -> tuple[int, int]:
+        import cv2
+
+        cap = _open_capture(self.path)
+        try:
+            h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        finally:
+            cap.release()
+        return (h, w)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        import cv2
+
+        n = self.n_frames
+        _check_range(self.path, start, stop, n)
+        cap = _open_capture(self.path)
+        try:
+            if start:
+                cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+            out = []
+            for i in range(start, stop):
+                ok, bgr = cap.read()
+                if not ok:
+                    raise DatasetError(f"{self.path}: cannot decode frame {i} of {n} (truncated file?)")
+                out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+        finally:
+            cap.release()
+        return np.stack(out)
+
+
+def _open_capture(path: str):
+    import cv2
+
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: video file does not exist")
+    cap = cv2.VideoCapture(path)
+    if not cap.isOpened():
+        raise DatasetError(f"{path}: OpenCV cannot open this video file")
+    return cap
+
+
+def count_video_frames(path: Path) -> int:
+    """Number of decodable frames (grabbed one by one: container headers are often wrong).
+
+    Cached per (path, modification time, size): a lazily listed `VideoFile` asks for it on every read.
+    """
+    path = str(path)
+    if not os.path.isfile(path):
+        raise DatasetError(f"{path}: video file does not exist")
+    st = os.stat(path)
+    return _count_frames(path, st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=4096)
+def _count_frames(path: str, mtime_ns: int, size: int) -> int:
+    cap = _open_capture(path)
+    n = 0
+    try:
+        while cap.grab():
+            n += 1
+    finally:
+        cap.release()
+    return n
+
+
+def _check_range(path: str, start: int, stop: int, n: int) -> None:
+    if not 0 <= start < stop <= n:
+        raise IndexError(f"{path}: frames [{start}, {stop}) outside [0, {n})")
+
+
+class MaskSource(Protocol):
+    """Pixel-level ground truth of one video, read in blocks as bool (n, h, w)."""
+
+    path: str
+
+    @property
+    def n_frames(self) -> int: ...
+
+    def read(self, start: int, stop: int) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class MaskFolder:
+    """One mask image per frame (UCSD `TestNNN_gt/001.bmp`): non-zero pixels are anomalous."""
+
+    path: str
+    files: tuple[str, ...]
+
+    @classmethod
+    def from_folder(cls, folder: Path) -> "MaskFolder":
+        return cls(str(folder), tuple(str(p) for p in sorted_images(Path(folder))))
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.files)
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        _check_range(self.path, start, stop, self.n_frames)
+        return np.stack([read_image(f, "L") > 0 for f in self.files[start:stop]])
+
+
+@dataclass(frozen=True)
+class NpyMasks:
+    """A (T, H, W) array in one .npy file (ShanghaiTech `test_pixel_mask/01_0014.npy`); non-zero = anomalous."""
+
+    path: str
+
+    def _array(self) -> np.ndarray:
+        try:
+            arr = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        except Exception as exc:
+            raise DatasetError(f"{self.path}: unreadable mask file ({exc})") from exc
+        if arr.ndim != 3:
+            raise DatasetError(f"{self.path}: pixel masks must have shape (T, H, W), got {arr.shape}")
+        return arr
+
+    @property
+    def n_frames(self) -> int:
+        return int(self._array().shape[0])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        arr = self._array()
+        _check_range(self.path, start, stop, arr.shape[0])
+        return np.asarray(arr[start:stop]) != 0
+
+
+@dataclass(frozen=True)
+class Video:
+    """One video of a dataset: where its frames are, and its ground truth when it has any.
+
+    `labels` is the frame-level ground truth (uint8 0/1, one per frame, 0-based frame index), `masks` the
+    pixel-level ground truth. `meta` holds reader-specific facts worth keeping in the store (scene id, ...).
+    """
+
+    id: str
+    split: str
+    source: FrameSource
+    labels: np.ndarray | None = None
+    masks: MaskSource | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {self.split!r}")
+
+    @property
+    def n_frames(self) -> int:
+        return self.source.n_frames
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        return self.source.read(start, stop)
+
+    def read_masks(self, start: int, stop: int) -> np.ndarray | None:
+        return None if self.masks is None else self.masks.read(start, stop)
+
+    def validate(self, min_frames: int = 2) -> tuple[int, int]:
+        """Check what can be checked without decoding every frame; return the frame size (H, W)."""
+        n = self.n_frames
+        if n < min_frames:
+            raise DatasetError(f"{self.source.path}: video has {n} frame(s), at least {min_frames} are needed")
+        size = self.source.frame_size()
+        if self.labels is not None and len(self.labels) != n:
+            raise DatasetError(
+                f"{self.source.path}: {len(self.labels)} frame labels for a video of {n} frames"
+            )
+        if self.masks is not None and self.masks.n_frames != n:
+            raise DatasetError(f"{self.masks.path}: {self.masks.n_frames} pixel masks for a video of {n} frames")
+        return size
+
+
+class Dataset(Protocol):
+    """A dataset on disk: a name, a root folder, and its videos listed lazily."""
+
+    name: str
+    root: Path
+
+    def videos(self, split: str | None = None) -> Iterator[Video]:
+        """Videos of one split (or both, train first), in a stable order."""
+        ...
+
+
+def require_dir(root: Path, name: str, hint: str) -> Path:
+    """The dataset root, or a DatasetError that says where to get the data and what layout is expected."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: {name} dataset folder does not exist. {hint}")
+    if not any(root.iterdir()):
+        raise DatasetError(f"{root}: {name} dataset folder is empty. {hint}")
+    return root
+
+
+def labels_from_ranges(n_frames: int, ranges: Sequence[tuple[int, int]]) -> np.ndarray:
+    """Frame labels (0-based array) from 1-based inclusive [first, last] ranges, as in UCSD's .m files."""
+    labels = np.zeros(n_frames, dtype=np.uint8)
+    for first, last in ranges:
+        labels[first - 1 : last] = 1
+    return labels
+
+
+def video_sources(folder: Path, exclude: Sequence[str] = ()) -> list[tuple[str, FrameSource]]:
+    """The videos stored directly in a folder, as (id, source) in natural order of the ids.
+
+    A video file (any of VIDEO_SUFFIXES) is one video, id = file stem; a subfolder is one video stored as
+    frames, id = folder name. Video files are not decoded here: their frame count is taken on first use.
+    """
+    found: dict[str, tuple[Path, FrameSource]] = {}
+    for path in visible_entries(folder) if Path(folder).is_dir() else []:
+        if path.name in exclude:
+            continue
+        if path.is_dir():
+            vid, source = path.name, FrameFolder.from_folder(path)
+        elif path.suffix.lower() in VIDEO_SUFFIXES:
+            vid, source = path.stem, VideoFile(str(path))
+        else:
+            continue
+        if vid in found:
+            raise DatasetError(f"{path}: video id {vid!r} is also used by {found[vid][0]}; rename one of them")
+        found[vid] = (path, source)
+    return [(vid, source) for vid, (_, source) in found.items()]
+
+
+class DatasetReader:
+    """What the readers of this package share: a checked root and `videos(split)` over SPLITS.
+
+    Subclasses set `name` and `HELP` (where to download the data and the layout expected, one line)
+    and implement `_videos(split)`.
+    """
+
+    name = "dataset"
+    HELP = ""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = require_dir(Path(root), self.name, self.HELP)
+
+    def videos(self, split: str | None = None) -> Iterator[Video]:
+        """Videos of one split (or both, train first), listed lazily in a stable order."""
+        if split is not None and split not in SPLITS:
+            raise DatasetError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        splits = SPLITS if split is None else (split,)
+        return (video for s in splits for video in self._videos(s))
+
+    def _videos(self, split: str) -> Iterator[Video]:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, root={str(self.root)!r})"

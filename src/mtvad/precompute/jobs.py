@@ -1,0 +1,235 @@
+"""The precompute job: plan the blocks a store still lacks, run them on Dask, show progress.
+
+1. Validate every video of the dataset (frame counts, sizes, labels) before anything is written.
+2. Create or reopen the store (a store built by other teachers is refused unless `overwrite`), create
+   every video's arrays up front, write frame labels.
+3. Submit one task per video x block that is not yet marked done (`blocks_done`), after one task per
+   video that fits per-video teacher state (a background model), if a teacher needs one.
+4. Each task writes only whole chunks of its own block and marks the block done last, so a run killed at
+   any moment resumes to the same arrays, and a finished store is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator
+
+import numpy as np
+
+from mtvad import __version__ as pipeline_version
+from mtvad.errors import DatasetError, TeacherError
+from mtvad.precompute.blocks import TeacherSpecs, fit_video_states, needs_fit, run_block
+from mtvad.precompute.datasets.base import Dataset, Video
+from mtvad.precompute.teachers import build_teacher
+from mtvad.store.access import create_store
+from mtvad.store.schema import DEFAULT_CHUNK_FRAMES, DEFAULT_RESOLUTION, SCHEMA_VERSION
+
+SCHEDULER_LOCAL = "local"  # a Dask LocalCluster of worker processes on this machine
+SCHEDULER_INPROCESS = "inprocess"  # no Dask: run the tasks one by one in this process (debugging)
+
+
+@dataclass
+class Plan:
+    videos: list[Video]
+    tasks: list[tuple[Video, int, int]] = field(default_factory=list)  # (video, block, frames)
+
+    @property
+    def frames(self) -> int:
+        return sum(n for _, _, n in self.tasks)
+
+
+@dataclass
+class Result:
+    store: str
+    videos: int
+    blocks_run: int
+    frames_run: int
+    seconds: float
+
+
+def build_description(specs: TeacherSpecs, resolution: tuple[int, int], chunk_frames: int) -> tuple[dict, dict]:
+    """(build: what the fingerprint covers, classes: the seg teacher's vocabulary)."""
+    missing = {"seg", "flow", "depth"} - set(specs)
+    if missing:
+        raise TeacherError(f"no teacher for role(s) {sorted(missing)}")
+    teachers = {role: build_teacher(name, params, role=role) for role, (name, params) in specs.items()}
+    build = {
+        "schema_version": SCHEMA_VERSION,
+        "resolution": list(resolution),
+        "chunk_frames": chunk_frames,
+        "teachers": {role: t.describe() for role, t in sorted(teachers.items())},
+    }
+    return build, dict(teachers["seg"].classes)
+
+
+def plan_store(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolution=DEFAULT_RESOLUTION,
+               chunk_frames: int = DEFAULT_CHUNK_FRAMES, overwrite: bool = False,
+               storage_options: dict | None = None) -> Plan:
+    build, classes = build_description(specs, tuple(resolution), chunk_frames)
+    videos = list(dataset.videos())
+    if not videos:
+        raise DatasetError(f"{dataset.root}: no videos found for dataset {dataset.name!r}")
+    sizes = {v.split + "/" + v.id: v.validate() for v in videos}  # fails before anything is written
+    store = create_store(store_url, dataset=dataset.name, build=build, classes=classes, overwrite=overwrite,
+                         storage_options=storage_options,
+                         extra={"pipeline_version": pipeline_version, "source_root": str(dataset.root),
+                                "built_by": _built_by()})
+    plan = Plan(videos)
+    for video in videos:
+        target = store.create_video(video.split, video.id, n_frames=video.n_frames,
+                                    has_labels=video.labels is not None, has_masks=video.masks is not None,
+                                    source=str(video.source.path), source_size=sizes[video.split + "/" + video.id],
+                                    meta=video.meta)
+        if video.labels is not None and not np.array_equal(target.label(), video.labels):
+            target.write_labels(video.labels)  # new video, or ground truth corrected since the store was built
+        for block in (b for b, done in enumerate(target.blocks_done()) if not done):
+            start = block * chunk_frames
+            plan.tasks.append((video, block, min(start + chunk_frames, video.n_frames) - start))
+    return plan
+
+
+def _built_by() -> str:
+    """user@host of whoever creates the store (provenance shown by `vad store info`)."""
+    import getpass
+    import socket
+
+    try:
+        user = getpass.getuser()
+    except Exception:  # no login name (some containers)
+        user = str(os.getuid()) if hasattr(os, "getuid") else "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def precompute(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolution=DEFAULT_RESOLUTION,
+               chunk_frames: int = DEFAULT_CHUNK_FRAMES, scheduler: str = SCHEDULER_LOCAL,
+               workers: int | None = None, overwrite: bool = False, storage_options: dict | None = None,
+               progress: bool = True) -> Result:
+    t0 = time.perf_counter()
+    plan = plan_store(dataset, store_url, specs, resolution=resolution, chunk_frames=chunk_frames,
+                      overwrite=overwrite, storage_options=storage_options)
+    if plan.tasks:
+        with _progress(plan, enabled=progress) as advance:
+            runner = _run_inprocess if scheduler == SCHEDULER_INPROCESS else _run_dask
+            runner(plan, store_url, specs, storage_options, advance, scheduler=scheduler, workers=workers)
+    return Result(store_url, len(plan.videos), len(plan.tasks), plan.frames, time.perf_counter() - t0)
+
+
+def _run_inprocess(plan: Plan, store_url: str, specs: TeacherSpecs, storage_options, advance, **_) -> None:
+    states: dict[str, Any] = {}
+    for video, block, _n in plan.tasks:
+        key = f"{video.split}/{video.id}"
+        if key not in states:
+            states[key] = fit_video_states(video, specs, _resolution_of(store_url, storage_options))
+        advance(*run_block(store_url, video, block, specs, states[key], storage_options))
+
+
+def _resolution_of(store_url: str, storage_options) -> tuple[int, int]:
+    from mtvad.store.access import open_store
+
+    return open_store(store_url, storage_options=storage_options, validate=False).resolution
+
+
+def _run_dask(plan: Plan, store_url: str, specs: TeacherSpecs, storage_options, advance, *, scheduler: str,
+              workers: int | None) -> None:
+    from distributed import as_completed
+
+    resolution = _resolution_of(store_url, storage_options)
+    gpu = any(build_teacher(name, params).needs_gpu for name, params in specs.values())
+    with _client(scheduler, workers, gpu) as client:
+        resources = {"GPU": 1} if gpu and _cluster_has_gpu(client) else None
+        fit = needs_fit(specs)
+        states: dict[str, Any] = {}
+        futures = []
+        for video, block, _n in plan.tasks:
+            key = f"{video.split}/{video.id}"
+            if fit and key not in states:
+                states[key] = client.submit(fit_video_states, video, specs, resolution, pure=False,
+                                            key=f"fit-{key}-{time.time_ns()}", resources=resources)
+            futures.append(client.submit(run_block, store_url, video, block, specs, states.get(key, {}),
+                                         storage_options, pure=False, key=f"block-{key}-{block}-{time.time_ns()}",
+                                         resources=resources))
+        try:
+            for future in as_completed(futures):
+                advance(*future.result())  # re-raises a task's error (e.g. a truncated frame) here
+        except BaseException:
+            client.cancel(futures + [s for s in states.values() if hasattr(s, "cancel")])
+            raise
+
+
+def _cluster_has_gpu(client) -> bool:
+    info = client.scheduler_info()
+    return any(w.get("resources", {}).get("GPU") for w in info.get("workers", {}).values())
+
+
+@contextlib.contextmanager
+def _client(scheduler: str, workers: int | None, gpu: bool) -> Iterator[Any]:
+    import dask
+    from distributed import Client, LocalCluster
+
+    if scheduler != SCHEDULER_LOCAL:
+        with Client(scheduler) as client:  # an existing cluster: its workers must see the data and the store
+            yield client
+        return
+    n = workers or max(1, min(os.cpu_count() or 1, 8))
+    kwargs: dict[str, Any] = {}
+    if gpu:
+        import torch
+
+        if torch.cuda.is_available():
+            n = workers or torch.cuda.device_count()
+            kwargs["resources"] = {"GPU": 1}
+    # Dask sets MALLOC_TRIM_THRESHOLD_=65536 in its workers to hand memory back to the OS; that turns off glibc's
+    # adaptive thresholds, and every frame-sized array is then mmap'ed and page-faulted anew: blocks ran 35%
+    # slower. Our tasks hold a block at a time, so glibc's defaults are right here (a value in the environment
+    # of this process still wins).
+    no_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
+    with dask.config.set(no_trim), LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                                 dashboard_address=":0", silence_logs=40, **kwargs) as cluster, \
+            Client(cluster) as client:
+        client.run(_one_thread_per_worker)  # n workers x 1 thread: no oversubscribed cores
+        yield client
+
+
+def _one_thread_per_worker() -> None:
+    import cv2
+
+    cv2.setNumThreads(1)  # torch reads OMP_NUM_THREADS=1, which Dask sets in its workers
+
+
+@contextlib.contextmanager
+def _progress(plan: Plan, enabled: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """Two rich bars: videos completed, frames computed (with frames/s and ETA)."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    blocks_left: dict[str, int] = {}
+    for video, _b, _n in plan.tasks:
+        key = f"{video.split}/{video.id}"
+        blocks_left[key] = blocks_left.get(key, 0) + 1
+    columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
+               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, disable=not enabled, transient=False) as bar:
+        videos = bar.add_task("videos", total=len(blocks_left), rate="")
+        frames = bar.add_task("frames", total=plan.frames, rate="")
+        t0 = time.perf_counter()
+        done = 0
+
+        def advance(key: str, block: int, n: int) -> None:
+            nonlocal done
+            done += n
+            blocks_left[key] -= 1
+            bar.update(frames, advance=n, rate=f"{done / max(time.perf_counter() - t0, 1e-9):.1f} frames/s")
+            if blocks_left[key] == 0:
+                bar.update(videos, advance=1)
+
+        yield advance

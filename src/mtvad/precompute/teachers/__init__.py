@@ -1,0 +1,73 @@
+"""Teacher registry and presets.
+
+A preset names one teacher per role. `cpu` needs no download and runs anywhere; `cpu-classes` adds
+classes from a small TFLite DeepLab model on a CPU; `paper` is the paper's
+teachers (Mask R-CNN on COCO, Farneback, MiDaS DPT-Hybrid), which need their weights (see
+`pipeline/teachers/weights.py` and PAPER_TEACHERS.md) and run on a GPU where there is one.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from mtvad.errors import TeacherError
+from mtvad.precompute.teachers.background import BackgroundSegmentation
+from mtvad.precompute.teachers.base import ROLES, Teacher
+from mtvad.precompute.teachers.deeplab import DeepLabSegmentation
+from mtvad.precompute.teachers.farneback import Farneback
+from mtvad.precompute.teachers.ground_plane import GroundPlaneDepth
+from mtvad.precompute.teachers.maskrcnn import MaskRCNN
+from mtvad.precompute.teachers.midas import Midas
+from mtvad.precompute.teachers.pydnet import PyDNetDepth
+
+TEACHERS: dict[str, type[Teacher]] = {}
+
+
+def register(cls: type[Teacher]) -> type[Teacher]:
+    TEACHERS[cls.name] = cls
+    return cls
+
+
+for _cls in (Farneback, BackgroundSegmentation, GroundPlaneDepth, MaskRCNN, Midas, DeepLabSegmentation, PyDNetDepth):
+    register(_cls)
+
+# role -> (teacher name, parameters)
+PRESETS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
+    "cpu": {"seg": ("background", {}), "flow": ("farneback", {}), "depth": ("ground-plane", {})},
+    "paper": {"seg": ("maskrcnn", {}), "flow": ("farneback", {}), "depth": ("midas", {})},
+    # class-aware on a CPU: background-model extents, DeepLab classes (needs the TFLite file and runtime)
+    "cpu-classes": {"seg": ("deeplab", {"gate": "background"}), "flow": ("farneback", {}),
+                    "depth": ("ground-plane", {})},
+}
+
+
+def resolve_preset(preset: str) -> dict[str, tuple[str, dict[str, Any]]]:
+    if preset not in PRESETS:
+        raise TeacherError(f"unknown preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    return dict(PRESETS[preset])
+
+
+def build_teacher(name: str, params: dict[str, Any] | None = None, role: str | None = None) -> Teacher:
+    if name not in TEACHERS:
+        raise TeacherError(f"unknown teacher {name!r}; known teachers: {', '.join(sorted(TEACHERS))}")
+    teacher = TEACHERS[name](**(params or {}))
+    if role is not None and teacher.role != role:
+        raise TeacherError(f"teacher {name!r} produces {teacher.role!r}, not {role!r}")
+    return teacher
+
+
+_LOADED: dict[str, Teacher] = {}
+
+
+def loaded_teacher(name: str, params: dict[str, Any] | None = None) -> Teacher:
+    """The teacher built and loaded once per process (a Dask worker keeps its models across tasks)."""
+    key = json.dumps([name, params or {}], sort_keys=True)
+    if key not in _LOADED:
+        teacher = build_teacher(name, params)
+        teacher.load()
+        _LOADED[key] = teacher
+    return _LOADED[key]
+
+
+__all__ = ["ROLES", "PRESETS", "TEACHERS", "Teacher", "build_teacher", "loaded_teacher", "register", "resolve_preset"]

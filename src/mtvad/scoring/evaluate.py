@@ -1,0 +1,251 @@
+"""Evaluation of a scores file (paper 4.2): frame-level AUC, micro and macro, EER, pixel-level AUC, per branch,
+fused and for the teacher-only baseline. Metrics are scikit-learn's (`roc_auc_score`, `roc_curve`).
+
+- Rows: each scored branch, `fused` (the max of the calibrated branches, `mtvad.scoring.postprocess`) and `teacher_flow`
+  (the baseline: total raw teacher flow magnitude per frame, smoothed and calibrated like the others), so a
+  user sees what the students add to the flow teacher alone.
+- Frames counted: the test frames with labels that EVERY row can score (frames marked invalid in the scores
+  file are never counted: with both branches, frame 0 and the last frame of each video are left out). All rows
+  are evaluated on the same frames, so they compare.
+- **micro AUC**: all counted test frames of all videos concatenated into one ROC (the field's usual number).
+  **macro AUC**: the mean of per-video AUCs. A video whose counted frames are all of one class (all anomalous,
+  or all normal) has no ROC: it is skipped in the macro mean and listed under `macro_skipped`; it still counts
+  in the micro AUC.
+- **EER**: the equal error rate of the micro ROC (false positive rate = miss rate), linearly interpolated
+  between the two ROC points where they cross.
+- **pixel AUC** (where the store has pixel masks and the scores file has maps, `vad score --maps`): one ROC over
+  every pixel of the counted frames of videos with masks, maps and masks brought to a common resolution
+  (`--pixel-size`, default 64x64: maps area-averaged, a mask pixel anomalous when at least half of its area is).
+  This is the pixel-wise ROC, not the older UCSD "40 % of the anomalous pixels" criterion. The fused map is the
+  per-pixel max of each branch's map divided by that branch's mean per-pixel TRAINING activation; the baseline's
+  map is the raw teacher flow magnitude.
+- **at threshold**: the fused decision threshold (fitted on training scores only) gives a TPR and FPR on the
+  test frames; only for reading the figures, the AUCs do not depend on it."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from mtvad.errors import VadError
+from mtvad.scoring.metrics import eer, macro_auc, micro_auc, rates_at, two_classes
+from mtvad.scoring.postprocess import PostConfig, Processed, process
+from mtvad.scoring.scores_file import BASELINE, ScoresFile
+from mtvad.store.access import Store
+
+DEFAULT_PIXEL_SIZE = 64
+ROW_TITLES = {"fused": "fused (max of branches)", "appearance": "appearance branch", "motion": "motion branch",
+              BASELINE: "teacher flow only (baseline)"}
+
+
+class EvaluationError(VadError):
+    """Evaluation is impossible as asked: no test labels, no frames to count."""
+
+
+@dataclass
+class Evaluation:
+    results: dict[str, Any]  # the JSON
+    processed: Processed
+    labels: dict[str, np.ndarray]  # test video -> labels (None-free: videos with labels only)
+    counted: dict[str, np.ndarray]  # test video -> bool mask of the counted frames
+    curves: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # row -> (fpr, tpr), micro
+
+
+def frame_labels(scores: ScoresFile, store: Store | None) -> dict[str, np.ndarray]:
+    """Frame labels of the test videos that have them: from the store when given, else the scores file's copy."""
+    out = {}
+    for vid in scores.video_ids("test"):
+        if store is not None:
+            video = store.video("test", vid)
+            label = video.label() if video.has_labels else None
+        else:
+            label = scores.label("test", vid)
+        if label is not None:
+            out[vid] = np.asarray(label).astype(np.uint8)
+    return out
+
+
+def evaluate(scores: ScoresFile, store: Store | None = None, post: PostConfig | None = None,
+             pixel_size: int = DEFAULT_PIXEL_SIZE) -> Evaluation:
+    """All metrics of a scores file (see the module docstring). `store` (checked to be the one scored) gives the
+    labels and the pixel masks; without it the labels copied into the scores file are used and no pixel AUC."""
+    post = (post or PostConfig()).validate()
+    if store is not None:
+        scores.check_store(store)
+    labels = frame_labels(scores, store)
+    where = f"store {store.url}" if store is not None else f"scores file {scores.path}"
+    if not labels:
+        raise EvaluationError(f"{where}: the test videos have no frame labels (ground truth), so there is nothing "
+                              "to evaluate against; the scores themselves are in " + scores.path)
+    processed = process(scores.raw(), scores.branches, post)
+    rows = ["fused", *scores.branches, BASELINE]
+    test = processed.calibrated["test"]
+    counted: dict[str, np.ndarray] = {}
+    excluded = 0
+    for vid, lab in labels.items():
+        ok = np.ones(len(lab), bool)
+        for row in scores.rows:
+            ok &= scores.row("test", vid, row)[1]
+        for row in rows:
+            ok &= np.isfinite(test[vid][row])
+        counted[vid] = ok
+        excluded += int((~ok).sum())
+    n_counted = sum(int(c.sum()) for c in counted.values())
+    if n_counted == 0:
+        raise EvaluationError(f"{scores.path}: no test frame can be scored by every row (videos too short?)")
+    all_labels = [labels[v][counted[v]] for v in labels]
+    results_rows: dict[str, Any] = {}
+    curves = {}
+    skipped_union: set[str] = set()
+    for row in rows:
+        per_video_scores = {v: test[v][row][counted[v]] for v in labels}
+        per_video_labels = {v: labels[v][counted[v]] for v in labels}
+        concat_l, concat_s = np.concatenate(all_labels), np.concatenate(list(per_video_scores.values()))
+        macro, per_video, skipped = macro_auc(per_video_labels, per_video_scores)
+        skipped_union.update(skipped)
+        results_rows[row] = {"title": ROW_TITLES.get(row, row), "micro_auc": micro_auc(all_labels, list(per_video_scores.values())),
+                             "macro_auc": macro, "eer": eer(concat_l, concat_s), "per_video_auc": per_video}
+        if two_classes(concat_l):
+            fpr, tpr, _ = roc_curve(concat_l.astype(int), concat_s)
+            curves[row] = (fpr, tpr)
+    concat_labels = np.concatenate(all_labels)
+    fused_concat = np.concatenate([test[v]["fused"][counted[v]] for v in labels])
+    results: dict[str, Any] = {
+        "scores": scores.path,
+        "store": {**scores.attrs["store"], "given": store.url if store is not None else None},
+        "labels_from": "store" if store is not None else "scores file (copied from the store at scoring)",
+        "checkpoints": {b: {k: c[k] for k in ("path", "sha256", "step", "epoch", "input_size")}
+                        for b, c in scores.attrs["checkpoints"].items()},
+        "postprocess": post.to_json(),
+        "calibration": processed.calibration.to_json(),
+        "threshold": {"value": processed.threshold, "quantile_of_fused_training_scores": post.threshold_quantile,
+                      "at_threshold_test": rates_at(concat_labels, fused_concat, processed.threshold)},
+        "frames": {"test_videos": len(scores.video_ids("test")), "videos_with_labels": len(labels),
+                   "videos_without_labels": [v for v in scores.video_ids("test") if v not in labels],
+                   "counted": n_counted, "anomalous": int(concat_labels.sum()),
+                   "excluded_invalid": excluded,
+                   "rule": "frames every row can score (invalid frames of any row are not counted)"},
+        "macro_skipped": sorted(skipped_union),
+        "macro_note": "videos whose counted frames are all of one class have no ROC: skipped in the macro mean, "
+                      "counted in the micro AUC",
+        "rows": results_rows,
+    }
+    results["pixel"] = pixel_metrics(scores, store, processed, counted, pixel_size)
+    for row, value in results["pixel"].get("auc", {}).items():
+        results_rows[row]["pixel_auc"] = value
+    return Evaluation(results, processed, labels, counted, curves)
+
+
+def pixel_metrics(scores: ScoresFile, store: Store | None, processed: Processed, counted: Mapping[str, np.ndarray],
+                  pixel_size: int = DEFAULT_PIXEL_SIZE) -> dict[str, Any]:
+    """Pixel-wise ROC AUC per branch and fused, at pixel_size x pixel_size; a note instead when impossible."""
+    if store is None:
+        return {"note": "no pixel AUC: give --store (the pixel masks are read from it)"}
+    if not scores.has_maps:
+        return {"note": "no pixel AUC: the scores file has no anomaly maps (score with --maps)"}
+    videos = [v for v in counted if store.video("test", v).has_masks and counted[v].any()]
+    if not videos:
+        return {"note": "no pixel AUC: the store has no pixel masks for the test videos"}
+    if pixel_size < 1:
+        raise EvaluationError(f"pixel size must be >= 1; got {pixel_size}")
+    import torch
+    import torch.nn.functional as F
+
+    size = (pixel_size, pixel_size)
+    branches = scores.branches
+    per_pixel_mean = {}
+    for b in branches:  # mean per-pixel training activation of the branch (raw scores / pixels of its map)
+        h, w = scores.attrs["map_sizes"][b]
+        train = [scores.row("train", v, b)[0] for v in scores.video_ids("train")]
+        values = np.concatenate(train)
+        values = values[np.isfinite(values)]
+        per_pixel_mean[b] = max(float(values.mean()) / (h * w), 1e-12) if values.size else 1.0
+    pix_scores: dict[str, list[np.ndarray]] = {b: [] for b in branches + ["fused", BASELINE]}
+    pix_labels: list[np.ndarray] = []
+
+    def pool(x: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[:, None]
+        return F.adaptive_avg_pool2d(t, size)[:, 0] if tuple(t.shape[-2:]) != size else t[:, 0]
+
+    for vid in videos:
+        frames = np.flatnonzero(counted[vid])
+        mask = store.video("test", vid).mask()[frames]
+        pix_labels.append((pool(mask.astype(np.float32)) >= 0.5).numpy().ravel())
+        scaled = []
+        for b in branches:
+            m = pool(scores.map("test", vid, b)[frames].astype(np.float32))
+            pix_scores[b].append(m.numpy().ravel())
+            scaled.append(m / per_pixel_mean[b])
+        pix_scores["fused"].append(torch.stack(scaled).amax(0).numpy().ravel())
+        video = store.video("test", vid)
+        flow = np.concatenate([video.flow_mag(slice(lo, lo + 64))[frames[(frames >= lo) & (frames < lo + 64)] - lo]
+                               for lo in range(0, video.n_frames, 64)])
+        pix_scores[BASELINE].append(pool(flow).numpy().ravel())
+    labels = np.concatenate(pix_labels).astype(int)
+    out: dict[str, Any] = {"size": list(size), "videos": videos,
+                           "pixels": int(labels.size), "anomalous_pixels": int(labels.sum()),
+                           "fused_map": "per-pixel max of each branch's map / its mean per-pixel training activation",
+                           "teacher_flow_map": "the raw teacher flow magnitude of the frame (store pixels per frame)",
+                           "per_pixel_training_mean": per_pixel_mean}
+    if not two_classes(labels):
+        out["note"] = "no pixel AUC: the masks of the counted frames hold one class only"
+        return out
+    out["auc"] = {row: float(roc_auc_score(labels, np.concatenate(v))) for row, v in pix_scores.items()}
+    return out
+
+
+def fmt(value: float | None, digits: int = 4) -> str:
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
+def results_tables(results: dict[str, Any], per_video: bool = True) -> list:
+    """Rich tables of a results dict: micro and macro side by side (as AI-VAD prints them), then per video."""
+    from rich.table import Table
+
+    post = results["postprocess"]
+    title = (f"frame-level AUC on {results['frames']['counted']} test frames "
+             f"({results['frames']['anomalous']} anomalous); {post['normalisation_label']}")
+    main = Table(title=title, title_justify="left")
+    for col in ("", "micro AUC", "macro AUC", "EER", "pixel AUC"):
+        main.add_column(col, justify="left" if not col else "right")
+    for row, m in results["rows"].items():
+        style = "bold" if row == "fused" else ("dim" if row == BASELINE else None)
+        main.add_row(m["title"], fmt(m["micro_auc"]), fmt(m["macro_auc"]), fmt(m["eer"]), fmt(m.get("pixel_auc")),
+                     style=style)
+    tables = [main]
+    if per_video:
+        rows = list(results["rows"])
+        pv = Table(title="AUC per test video (macro AUC = their mean; '-' = one class only, skipped)",
+                   title_justify="left")
+        pv.add_column("video", justify="left")
+        for row in rows:
+            pv.add_column(row, justify="right")
+        for vid in results["rows"]["fused"]["per_video_auc"]:
+            pv.add_row(vid, *(fmt(results["rows"][r]["per_video_auc"][vid]) for r in rows))
+        tables.append(pv)
+    return tables
+
+
+def results_notes(results: dict[str, Any]) -> list[str]:
+    """One-line notes under the tables: skipped videos, excluded frames, pixel AUC, threshold."""
+    notes = []
+    f = results["frames"]
+    if results["macro_skipped"]:
+        notes.append(f"macro AUC skips {len(results['macro_skipped'])} video(s) with one class only: "
+                     + ", ".join(results["macro_skipped"]) + " (they count in the micro AUC)")
+    notes.append(f"{f['excluded_invalid']} invalid test frames not counted ({f['rule']})")
+    if f["videos_without_labels"]:
+        notes.append(f"test videos without labels, not evaluated: {', '.join(f['videos_without_labels'])}")
+    if "note" in results["pixel"]:
+        notes.append(results["pixel"]["note"])
+    t = results["threshold"]
+    at = t["at_threshold_test"]
+    notes.append(f"decision threshold {t['value']:.3f} (quantile {t['quantile_of_fused_training_scores']} of the "
+                 f"fused training scores): test TPR {fmt(at['tpr'], 3)}, FPR {fmt(at['fpr'], 3)}")
+    if results["postprocess"]["uses_test_statistics"]:
+        notes.append("WARNING: per-video min-max normalisation uses test statistics")
+    return notes

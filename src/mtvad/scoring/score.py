@@ -1,0 +1,334 @@
+"""Anomaly scores (paper 3.6, Eq. 4): each trained student against its teacher, per frame, into a scores file.
+
+    S(t) = sum over the anomaly map of |Out_student(I_t) - Out_teacher(I_t)|
+
+- appearance branch: the map is sum over classes of |softmax(student(frames t-1, t)) - one-hot(teacher seg)|,
+  the teacher segmentation being that of frame t+1 (the default target; frame t for `--appearance-target seg`);
+  each pixel is in [0, 2].
+- motion branch: the map is |student(frame t, context) - teacher flow magnitude of t|, the magnitude masked by
+  the segmentation when the branch learned it masked (paper 4.3), in input pixels per frame.
+
+Both are computed at the network input size the checkpoint was trained at, on exactly the inputs and targets
+training used (`mtvad.students.data.appearance_batch` / `motion_batch`). A score belongs to the frame t the sample is about.
+Frames a branch cannot score are **invalid**: NaN in the score array and False in its `valid` mask, never
+filled (appearance: frame 0, which has no t-1, and the last frame, which has no t+1; motion: frame 0, which has
+no flow). `mtvad.scoring.postprocess` says how smoothing fills them and evaluation skips them.
+
+A teacher-only baseline is recorded beside the branches: `teacher_flow`, the total RAW teacher flow magnitude of
+each frame (sum over the store's pixels, store pixels per frame; invalid at frame 0), so evaluation can show
+what the students add to the flow teacher alone.
+
+The scores file is a Zarr v3 group (format below); scoring writes it into a temporary folder beside OUT and
+renames it into place at the end, so an interrupted run leaves no half-written scores file.
+
+    OUT/                            attributes: format 'vad-scores', format_version 1, store {url, fingerprint,
+                                    schema_version, dataset, resolution, classes, flow_valid_from}, branches,
+                                    rows, checkpoints {branch: {path, sha256, step, epoch, input_size,
+                                    n_classes, target_offset, config}}, maps, map_sizes, invalid_policy,
+                                    units, created, vad_version, torch_version, device
+      train/<video>/                attributes n_frames, has_labels
+        <row> float64 (T,)          row = appearance | motion | teacher_flow: S(t), NaN where invalid
+        <row>_valid bool (T,)       False where the row cannot score the frame
+      test/<video>/
+        ... the same, plus
+        label uint8 (T,)            the store's frame labels (when it has them), copied for evaluation
+        <branch>_map float16 (T, h, w)   with --maps: the per-pixel anomaly map at the input size (NaN where
+                                    invalid); the map of appearance frame t is about the segmentation of frame
+                                    t + target_offset"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import zarr
+from zarr.codecs import ZstdCodec
+
+from mtvad import __version__
+from mtvad.errors import CheckpointError, ConfigError
+from mtvad.hashing import file_sha256
+from mtvad.scoring.scores_file import (
+    BASELINE,
+    FORMAT,
+    FORMAT_VERSION,
+    INVALID_POLICY,
+    MAP_UNITS,
+    UNITS,
+    ScoresError,
+    is_scores_file,
+)
+from mtvad.store.access import Store, open_store
+from mtvad.store.schema import SCHEMA_VERSION, SPLITS
+
+BRANCHES = ("appearance", "motion")
+
+
+def check_checkpoint_fits_store(path: str | Path, ckpt: dict, store: Store) -> None:
+    """A checkpoint scores only the store it was trained on: same fingerprint (teachers, resolution, schema) and
+    the same class vocabulary."""
+    info = ckpt["store"]
+    if info.get("fingerprint") != store.fingerprint:
+        raise CheckpointError(
+            f"{path}: trained on store {info.get('url')} (fingerprint {str(info.get('fingerprint'))[:12]}), but "
+            f"{store.url} has fingerprint {store.fingerprint[:12]} (other teachers, settings or resolution): score "
+            "with a checkpoint trained on this store")
+    if info.get("schema_version") != SCHEMA_VERSION:
+        raise CheckpointError(f"{path}: trained on a schema v{info.get('schema_version')} store, this vad reads "
+                              f"schema v{SCHEMA_VERSION}: retrain")
+    ours = {int(k): v for k, v in store.classes.items()}
+    theirs = {int(k): v for k, v in (info.get("classes") or {}).items()}
+    if ours != theirs or int(ckpt["n_classes"]) != len(ours):
+        raise CheckpointError(f"{path}: trained with classes {theirs} ({ckpt['n_classes']} outputs), the store "
+                              f"{store.url} has {ours}")
+
+
+def load_branches(checkpoints: Sequence[str | Path], store: Store, device) -> dict[str, tuple]:
+    """{branch: (model, config, ckpt, path)} for the given checkpoints, each checked against the store."""
+    from mtvad.students.checkpoint import load_student
+
+    if not checkpoints:
+        raise ConfigError("no --checkpoint given: pass OUT/appearance/last.pt and/or OUT/motion/last.pt")
+    out: dict[str, tuple] = {}
+    for path in checkpoints:
+        model, config, ckpt = load_student(path, map_location=device)
+        branch = ckpt["branch"]
+        if branch in out:
+            raise ConfigError(f"two {branch} checkpoints: {out[branch][3]} and {path}; give one per branch")
+        check_checkpoint_fits_store(path, ckpt, store)
+        out[branch] = (model, config, ckpt, Path(path))
+    return {b: out[b] for b in BRANCHES if b in out}
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+
+
+@dataclass
+class VideoScores:
+    split: str
+    video: str
+    n_frames: int
+    rows: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # row -> (scores, valid)
+    maps: dict[str, np.ndarray] = field(default_factory=dict)  # branch -> float16 (T, h, w)
+    label: np.ndarray | None = None
+
+
+def _input_size(ckpt: dict, store: Store) -> list[int]:
+    size = ckpt.get("input_size") or ckpt["config_obj"].data.size or list(store.resolution)
+    return [int(s) for s in size]
+
+
+def score_branch_video(store: Store, split: str, video_id: str, branch: str, model, config, ckpt: dict, device,
+                       batch_size: int = 16, maps: bool = False,
+                       on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(scores float64 (T,), valid bool (T,), map float16 (T, h, w) or None) of one branch on one video."""
+    import torch
+
+    from mtvad.students.data import InMemoryDataset, appearance_batch, branch_spec, check_store, motion_batch
+
+    spec = branch_spec(branch, config, store.resolution, int(store.attrs.get("flow_valid_from", 1)))
+    check_store(store, spec, [video_id], split)
+    video = store.video(split, video_id)
+    n = video.n_frames
+    n_classes = int(ckpt["n_classes"])
+    size = _input_size(ckpt, store)
+    resize_to = None if size == list(store.resolution) else size
+    scores = np.full(n, np.nan)
+    valid = np.zeros(n, bool)
+    amap = np.full((n, *size), np.nan, np.float16) if maps else None
+    data = InMemoryDataset(store, split, [video_id], spec, n_classes)
+    ts = data.index[:, 1]
+    cl = torch.channels_last  # oneDNN's faster layout on CPUs (1.2-1.3x here); same values to float rounding
+    model = model.to(memory_format=cl)
+    with torch.inference_mode():
+        for lo in range(0, len(data), batch_size):
+            idx = list(range(lo, min(lo + batch_size, len(data))))
+            raw = data.__getitems__(idx)
+            if branch == "appearance":
+                x, target = appearance_batch(raw, n_classes, resize_to, device)
+                diff = (model(x.contiguous(memory_format=cl)).float().softmax(dim=1) - target).abs().sum(dim=1)
+            else:
+                x, context, target = motion_batch(raw, config, resize_to, device)
+                if context is not None:
+                    context = context.contiguous(memory_format=cl)
+                diff = (model(x.contiguous(memory_format=cl), context).float() - target).abs()[:, 0]
+            t = ts[idx]
+            scores[t] = diff.sum(dim=(1, 2)).double().cpu().numpy()
+            valid[t] = True
+            if amap is not None:
+                amap[t] = diff.cpu().numpy().astype(np.float16)
+            if on_batch:
+                on_batch(len(idx))
+    return scores, valid, amap
+
+
+def teacher_flow_scores(store: Store, split: str, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline: total raw teacher flow magnitude per frame (store pixels per frame), chunk by chunk."""
+    video = store.video(split, video_id)
+    n, step = video.n_frames, store.chunk_frames
+    scores = np.empty(n)
+    for lo in range(0, n, step):
+        scores[lo : lo + step] = video.flow_mag(slice(lo, min(lo + step, n))).sum(axis=(1, 2), dtype=np.float64)
+    valid = np.arange(n) >= int(store.attrs.get("flow_valid_from", 1))
+    scores[~valid] = np.nan
+    return scores, valid
+
+
+@dataclass
+class ScoreResult:
+    out: Path
+    branches: list[str]
+    videos: dict[str, int]
+    frames: dict[str, int]
+    seconds: float
+    frames_per_s: dict[str, float]
+    threads: int = 1
+
+
+def auto_threads() -> int:
+    """Torch threads for scoring on a CPU: the cores not already busy (cores minus the 1-minute load average,
+    at least 1). On a 2-core machine shared with another job, 2 OpenMP threads made the forward passes 4-8x
+    slower than 1 thread (each step waits for the thread that lost its core); on an idle machine this is all
+    the cores, torch's own default."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return max(1, min(cores, cores - int(load + 0.5)))
+
+
+def score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *, maps: bool = False,
+          splits: Sequence[str] = SPLITS, batch_size: int = 16, device: str = "auto", overwrite: bool = False,
+          progress: bool = True, threads: int | None = None) -> ScoreResult:
+    """Score every frame of the store's `splits` with each checkpoint's branch; write the scores file OUT.
+    `threads`: torch CPU threads (None: `auto_threads()`; the caller's setting is restored at the end)."""
+    import torch
+
+    if batch_size < 1:
+        raise ConfigError(f"batch size must be >= 1; got {batch_size}")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"threads must be >= 1; got {threads}")
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or auto_threads())
+    try:
+        return _score(store_url, checkpoints, out, maps=maps, splits=splits, batch_size=batch_size, device=device,
+                      overwrite=overwrite, progress=progress)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *, maps: bool, splits: Sequence[str],
+           batch_size: int, device: str, overwrite: bool, progress: bool) -> ScoreResult:
+    import torch
+
+    from mtvad.students.train import pick_device
+
+    out = Path(out)
+    _check_out(out, overwrite)
+    store = open_store(store_url)
+    store.require_complete()
+    dev = pick_device(device)
+    branches = load_branches(checkpoints, store, dev)
+    if "train" not in splits:
+        raise ConfigError("scoring must include the training videos: calibration and the threshold use them")
+    videos = {s: store.video_ids(s) for s in splits}
+    if not videos.get("test"):
+        raise ConfigError(f"{store.url}: no test videos to score")
+    total = sum(store.video(s, v).n_frames for s in splits for v in videos[s]) * len(branches)
+
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    root = zarr.open_group(zarr.storage.LocalStore(str(tmp)), mode="w", zarr_format=3)
+    counts = {b: 0 for b in branches}
+    seconds = {b: 0.0 for b in branches}
+    t0 = time.perf_counter()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from mtvad.console import console
+
+    columns = (TextColumn("[bold]scoring {task.fields[what]}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("frames x branches"), TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
+            task = bar.add_task("score", total=total, what="")
+            for split in splits:
+                for vid in videos[split]:
+                    video = store.video(split, vid)
+                    group = root.require_group(f"{split}/{vid}")
+                    group.attrs.update({"n_frames": video.n_frames, "has_labels": bool(video.has_labels)})
+                    for name, (model, config, ckpt, _) in branches.items():
+                        bar.update(task, what=f"{name} {split}/{vid}")
+                        tb = time.perf_counter()
+                        s, v, m = score_branch_video(
+                            store, split, vid, name, model, config, ckpt, dev, batch_size,
+                            maps=maps and split == "test", on_batch=lambda k: bar.advance(task, k))
+                        seconds[name] += time.perf_counter() - tb
+                        counts[name] += int(v.sum())
+                        bar.advance(task, video.n_frames - int(v.sum()))
+                        _write_row(group, name, s, v)
+                        if m is not None:
+                            group.create_array(f"{name}_map", data=m, chunks=(16, *m.shape[1:]),
+                                               compressors=ZstdCodec(level=3), dimension_names=["T", "h", "w"],
+                                               attributes={"units": MAP_UNITS[name]})
+                    _write_row(group, BASELINE, *teacher_flow_scores(store, split, vid))
+                    if video.has_labels:
+                        group.create_array("label", data=video.label().astype(np.uint8), chunks=(video.n_frames,))
+        root.attrs.update(_root_attrs(store, branches, maps, dev, torch))
+        if out.exists():
+            shutil.rmtree(out)  # checked by _check_out: a scores file we may replace
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    elapsed = time.perf_counter() - t0
+    return ScoreResult(out, list(branches), {s: len(v) for s, v in videos.items()},
+                       {s: sum(store.video(s, v).n_frames for v in videos[s]) for s in splits}, elapsed,
+                       {b: counts[b] / seconds[b] if seconds[b] else 0.0 for b in branches},
+                       torch.get_num_threads())
+
+
+def _write_row(group: zarr.Group, name: str, scores: np.ndarray, valid: np.ndarray) -> None:
+    group.create_array(name, data=np.asarray(scores, np.float64), chunks=(len(scores),), fill_value=np.nan,
+                       attributes={"units": UNITS[name]})
+    group.create_array(f"{name}_valid", data=np.asarray(valid, bool), chunks=(len(valid),))
+
+
+def _root_attrs(store: Store, branches: dict, maps: bool, device, torch) -> dict[str, Any]:
+    cks = {}
+    for name, (model, config, ckpt, path) in branches.items():
+        offset = config.appearance.target_offset if name == "appearance" else 0
+        cks[name] = {"path": str(path), "sha256": file_sha256(path), "step": int(ckpt["step"]),
+                     "epoch": int(ckpt["epoch"]), "input_size": _input_size(ckpt, store),
+                     "n_classes": int(ckpt["n_classes"]), "target_offset": offset, "config": ckpt["config"],
+                     "created": ckpt.get("created")}
+    return {
+        "format": FORMAT, "format_version": FORMAT_VERSION,
+        "store": {"url": store.url, "fingerprint": store.fingerprint, "schema_version": SCHEMA_VERSION,
+                  "dataset": store.dataset, "resolution": list(store.resolution),
+                  "classes": {str(k): v for k, v in store.classes.items()},
+                  "flow_valid_from": int(store.attrs.get("flow_valid_from", 1))},
+        "branches": list(branches), "rows": list(branches) + [BASELINE], "checkpoints": cks,
+        "maps": bool(maps), "map_sizes": {b: cks[b]["input_size"] for b in branches} if maps else {},
+        "invalid_policy": INVALID_POLICY, "units": {k: UNITS[k] for k in list(branches) + [BASELINE]},
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "vad_version": __version__,
+        "torch_version": str(torch.__version__), "device": str(device), "torch_threads": torch.get_num_threads(),
+    }
+
+
+def _check_out(out: Path, overwrite: bool) -> None:
+    if "://" in str(out):
+        raise ConfigError(f"{out}: the scores file is written to a local folder")
+    if not out.exists():
+        return
+    if not is_scores_file(out):
+        raise ScoresError(f"{out}: exists and is not a vad scores file; choose another --out (nothing was "
+                          "written)")
+    if not overwrite:
+        raise ScoresError(f"{out}: a scores file is already there; pass --overwrite to replace it")

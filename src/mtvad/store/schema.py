@@ -1,0 +1,153 @@
+"""The store contract in code: array names, dtypes, shapes, chunking, quantisation, schema version.
+
+`cache_schema.md` is the same contract for people; `tests/test_store.py` checks that the two agree and that a
+real store matches both. Layout (Zarr v3):
+
+    store/                      root attributes: schema_version, dataset, resolution, chunk_frames,
+                                teachers (per role: name, version, params, weights_sha256), fingerprint, ...
+      train/<video>/            attributes: n_frames, n_blocks, source, source_size, meta
+        frames seg flow_mag flow_ang depth blocks_done checksums
+      test/<video>/
+        frames seg flow_mag flow_ang depth blocks_done checksums [label] [mask]
+
+Values are quantised where it saves space without hurting the students (flow in 1/64 store pixel per frame,
+angle in 2*pi/256 rad, depth in 1/65535); readers get float32 back in physical units. Every block write records
+the crc32 of each array's block (`checksums`), so `vad store verify` can find a corrupted or missing chunk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMA_VERSION = 2
+SPLITS = ("train", "test")
+DEFAULT_RESOLUTION = (256, 256)  # (H, W), the paper's input size
+DEFAULT_CHUNK_FRAMES = 16
+FLOW_VALID_FROM = 1  # frame 0 of a video has no previous frame: its flow is stored as zeros
+COMPRESSION_LEVEL = 3  # zstd
+# Below this flow magnitude (store pixels per frame) Farneback's direction is noise: stored as angle 0. Half of
+# a Ped2 frame's pixels move less than 0.05 px; zeroing their angle makes flow_ang 4x smaller.
+ANGLE_MIN_MAGNITUDE = 1 / 16
+
+
+@dataclass(frozen=True)
+class ArraySpec:
+    """One per-video array of the contract."""
+
+    name: str
+    dtype: str
+    dims: tuple[str, ...]  # T: frames, H/W: store resolution, C: 3 colour channels, B: blocks
+    meaning: str
+    scale: float | None = None  # physical value = stored value * scale
+    units: str = ""
+    splits: tuple[str, ...] = SPLITS
+    optional: bool = False  # present only when the dataset provides it
+    wraps: bool = False  # periodic values (angles): stored modulo the dtype's range
+
+    def shape(self, n_frames: int, resolution: tuple[int, int], chunk_frames: int) -> tuple[int, ...]:
+        sizes = {"T": n_frames, "H": resolution[0], "W": resolution[1], "C": 3,
+                 "B": n_blocks(n_frames, chunk_frames), "A": len(CHECKSUMMED)}
+        return tuple(sizes[d] for d in self.dims)
+
+    def chunks(self, n_frames: int, resolution: tuple[int, int], chunk_frames: int) -> tuple[int, ...]:
+        shape = self.shape(n_frames, resolution, chunk_frames)
+        if self.dims == ("T",):
+            return shape  # one chunk: labels are tiny
+        if self.dims[0] == "B":
+            return (1,) + shape[1:]  # one chunk per block: each task writes its own flag / checksums
+        return (chunk_frames,) + shape[1:]
+
+    def encode(self, values: np.ndarray) -> np.ndarray:
+        """Physical values -> stored dtype (rounded, clipped to the dtype's range)."""
+        if self.scale is None:
+            return np.asarray(values).astype(self.dtype, copy=False)
+        # float32 holds every integer of these dtypes exactly, and is 20x faster than float64 here
+        q = np.rint(np.asarray(values, dtype=np.float32) * np.float32(1 / self.scale))
+        info = np.iinfo(self.dtype)
+        if self.wraps:  # an angle: 2*pi is 0 again
+            return (q.astype(np.int32) & int(info.max)).astype(self.dtype)  # modulo 2**bits
+        return np.clip(q, info.min, info.max, out=q).astype(self.dtype)
+
+    def decode(self, stored: np.ndarray) -> np.ndarray:
+        if self.scale is None:
+            return stored
+        return stored.astype(np.float32) * np.float32(self.scale)
+
+
+ARRAYS: dict[str, ArraySpec] = {
+    spec.name: spec
+    for spec in (
+        ArraySpec("frames", "uint8", ("T", "H", "W", "C"), "input frames, RGB, resized to the store resolution"),
+        ArraySpec("seg", "uint8", ("T", "H", "W"), "segmentation teacher: class id per pixel, 0 = background"),
+        ArraySpec("flow_mag", "uint16", ("T", "H", "W"),
+                  "flow teacher: magnitude of the flow from frame t-1 to t (raw, not masked)",
+                  scale=1 / 64, units="store pixels per frame"),
+        ArraySpec("flow_ang", "uint8", ("T", "H", "W"),
+                  "flow teacher: direction of that flow, atan2(dy, dx) with y pointing down, in [0, 2*pi); "
+                  f"0 where the magnitude is below {ANGLE_MIN_MAGNITUDE} store pixels per frame",
+                  scale=2 * math.pi / 256, units="radians", wraps=True),
+        ArraySpec("depth", "uint16", ("T", "H", "W"),
+                  "depth teacher: relative inverse depth (larger = nearer), min-max normalised per frame",
+                  scale=1 / 65535, units="1 (in [0, 1])"),
+        ArraySpec("blocks_done", "uint8", ("B",),
+                  "1 where every array's chunk of that block of frames is written (resume bookkeeping)"),
+        ArraySpec("checksums", "uint32", ("B", "A"),
+                  "crc32 of each array's block of frames as stored (little-endian C-order bytes of the "
+                  "block's values), one column per array of the attribute 'columns', 0 for an absent array",
+                  units="crc32"),
+        ArraySpec("label", "uint8", ("T",), "frame-level ground truth, 1 = anomalous",
+                  splits=("test",), optional=True),
+        ArraySpec("mask", "bool", ("T", "H", "W"), "pixel-level ground truth, nearest-resized",
+                  splits=("test",), optional=True),
+    )
+}
+TEACHER_ARRAYS = {"seg": ("seg",), "flow": ("flow_mag", "flow_ang"), "depth": ("depth",)}
+BLOCK_ARRAYS = ("frames", "seg", "flow_mag", "flow_ang", "depth", "mask")  # written by block tasks
+CHECKSUMMED = BLOCK_ARRAYS  # the columns of `checksums`, in this order (recorded in its attribute 'columns')
+
+
+def n_blocks(n_frames: int, chunk_frames: int) -> int:
+    return -(-n_frames // chunk_frames)
+
+
+def block_range(block: int, n_frames: int, chunk_frames: int) -> tuple[int, int]:
+    start = block * chunk_frames
+    return start, min(start + chunk_frames, n_frames)
+
+
+def digest(values: np.ndarray) -> int:
+    """crc32 of an array's values as stored: little-endian, C-order bytes (independent of the codecs)."""
+    values = np.asarray(values)
+    if values.dtype.byteorder == ">" or (values.dtype.byteorder == "=" and not np.little_endian):
+        values = values.astype(values.dtype.newbyteorder("<"))
+    return zlib.crc32(np.ascontiguousarray(values).view(np.uint8).reshape(-1))
+
+
+def fingerprint(build: dict) -> str:
+    """sha256 of the canonical JSON of what determines a store's values (resolution, teachers, schema)."""
+    canon = json.dumps(build, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canon.encode()).hexdigest()
+
+
+def describe_build_change(old: dict, new: dict) -> str:
+    changes = []
+    for key in sorted(set(old) | set(new)):
+        if key == "teachers":
+            for role in sorted(set(old.get(key, {})) | set(new.get(key, {}))):
+                a, b = old.get(key, {}).get(role), new.get(key, {}).get(role)
+                if a != b:
+                    changes.append(f"{role} teacher {teacher_str(a)} -> {teacher_str(b)}")
+        elif old.get(key) != new.get(key):
+            changes.append(f"{key} {old.get(key)} -> {new.get(key)}")
+    return "; ".join(changes) or "unknown difference"
+
+
+def teacher_str(t: dict | None) -> str:
+    if not t:
+        return "none"
+    return f"{t['name']} v{t['version']} {json.dumps(t.get('params', {}), sort_keys=True)}"

@@ -1,0 +1,47 @@
+"""What `vad store info` shows: videos, frames, per-array bytes, teachers, completeness, provenance."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mtvad.store.access import Store
+from mtvad.store.schema import ARRAYS, SPLITS
+
+
+def store_summary(store: Store) -> dict[str, Any]:
+    """What `vad store info` shows: videos, frames, per-array bytes, teachers, completeness."""
+    per_array: dict[str, dict[str, Any]] = {}
+    videos = {s: 0 for s in SPLITS}
+    frames = {s: 0 for s in SPLITS}
+    for video in store.videos():
+        videos[video.split] += 1
+        frames[video.split] += video.n_frames
+        for name in ARRAYS:
+            if name not in video.group:
+                continue
+            arr = video.group[name]
+            row = per_array.setdefault(name, {"dtype": str(arr.dtype), "chunks": tuple(arr.chunks),
+                                              "stored": 0, "raw": 0, "videos": 0})
+            row["stored"] += arr.nbytes_stored()
+            row["raw"] += arr.nbytes
+            row["videos"] += 1
+    missing = store.missing_blocks()
+    return {
+        "url": store.url,
+        "dataset": store.dataset,
+        "schema_version": store.attrs["schema_version"],
+        "resolution": store.resolution,
+        "chunk_frames": store.chunk_frames,
+        "videos": videos,
+        "frames": frames,
+        "arrays": per_array,
+        "teachers": store.teachers,
+        "fingerprint": store.fingerprint,
+        "classes": store.classes,
+        "missing_blocks": sum(len(v) for v in missing.values()),
+        "created": store.attrs.get("created"),
+        "vad_version": store.attrs.get("vad_version"),
+        "pipeline_version": store.attrs.get("pipeline_version"),
+        "built_by": store.attrs.get("built_by"),
+        "source_root": store.attrs.get("source_root"),
+    }

@@ -1,3 +1,0 @@
-from vad.cli import app
-
-app(prog_name="vad")
