@@ -1,4 +1,4 @@
-"""Typed training configuration with the paper's defaults; written into every checkpoint.
+"""Typed training configuration with the paper's defaults (pydantic models); written into every checkpoint.
 
 Paper, section 4.3: inputs 256x256, encoders initialised from ImageNet, Adam, learning rate 1e-3 halved every
 10 epochs, patch-based MSE over 16 patches. Section 3: appearance-motion branch = resnet34-UNet predicting the
@@ -9,137 +9,180 @@ attention network; Table 4 puts that attention best in the decoder.
 Where the paper is silent the defaults are ours and say so (`batch_size`, `epochs`, `seed`, the attention
 network's width, the attention form).
 
-`TrainConfig.to_dict()` gives plain JSON-able dicts (lists, not tuples); `TrainConfig.from_dict()` reads them
-back and refuses unknown keys, so a checkpoint's config is exactly what trained it.
+Every model refuses unknown keys (`extra="forbid"`) and checks its values when it is built; whatever is wrong
+becomes one `ConfigError` line naming the setting by its dotted key (`config.motion.scse must be one of
+encoder-mid, decoder, off; got 'everywhere'`), never a pydantic traceback. The models are not frozen (code and
+tests adjust a field or two); `validate()` checks the whole config again after such changes and that a store
+is given. `TrainConfig.to_dict()` gives plain JSON-able dicts (lists, strings); `TrainConfig.from_dict()` reads
+them back (a checkpoint's, or a `vad train --config` file), so a checkpoint's config is exactly what trained it.
+
+The choices are `Literal` types (`AttentionPosition`, `ScsePlacement`, ...): their values are plain strings, and
+the tuples of values (`ATTENTION_POSITIONS`, ...) come from the same types.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass, field, fields
-from typing import Any
+import re
+from typing import Any, ClassVar, Literal, Optional, get_args
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from mtvad.errors import ConfigError
 
-BRANCHES = ("appearance", "motion")
-BRANCH_CHOICES = BRANCHES + ("both",)
-APPEARANCE_TARGETS = ("seg-future", "seg")  # seg-future: the paper's t+1 (Seg+Pred); seg: frame t (Seg)
-SCSE_PLACEMENTS = ("encoder-mid", "decoder", "off")
-ATTENTION_POSITIONS = ("off", "encoder", "decoder", "skip", "final")
-ATTENTION_FORMS = ("residual", "gate")  # x * (1 + a) or x * a
-FLOW_TARGETS = ("masked", "raw")  # masked by seg > 0 (paper 4.3) or the raw teacher flow (ablation)
-DEVICES = ("auto", "cpu", "cuda")
-AMP_CHOICES = ("auto", "off")
+Branch = Literal["appearance", "motion"]
+BranchChoice = Literal["appearance", "motion", "both"]
+AppearanceTarget = Literal["seg-future", "seg"]  # seg-future: the paper's t+1 (Seg+Pred); seg: frame t (Seg)
+ScsePlacement = Literal["encoder-mid", "decoder", "off"]
+AttentionPosition = Literal["off", "encoder", "decoder", "skip", "final"]
+AttentionForm = Literal["residual", "gate"]  # x * (1 + a) or x * a
+FlowTarget = Literal["masked", "raw"]  # masked by seg > 0 (paper 4.3) or the raw teacher flow (ablation)
+Device = Literal["auto", "cpu", "cuda"]
+Amp = Literal["auto", "off"]
+
+BRANCHES: tuple[str, ...] = get_args(Branch)
+BRANCH_CHOICES: tuple[str, ...] = get_args(BranchChoice)
+APPEARANCE_TARGETS: tuple[str, ...] = get_args(AppearanceTarget)
+SCSE_PLACEMENTS: tuple[str, ...] = get_args(ScsePlacement)
+ATTENTION_POSITIONS: tuple[str, ...] = get_args(AttentionPosition)
+ATTENTION_FORMS: tuple[str, ...] = get_args(AttentionForm)
+FLOW_TARGETS: tuple[str, ...] = get_args(FlowTarget)
+DEVICES: tuple[str, ...] = get_args(Device)
+AMP_CHOICES: tuple[str, ...] = get_args(Amp)
 UNET_STRIDE = 32  # 5 downsampling stages: inputs must be multiples of 32
 
 
-def _choice(name: str, value: Any, choices: tuple) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(str, choices))}; got {value!r}")
+class _Section(BaseModel):
+    """One part of the config: unknown keys refused; a bad value is a `ConfigError` naming its dotted key."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False)
+    _where: ClassVar[str] = "config"  # where this model sits in TrainConfig, for the error messages
+
+    def __init__(self, **data: Any) -> None:
+        # pydantic calls this for nested models too (from dicts as well), so every way in reports the same way
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise ConfigError(_one_line(exc, self._where)) from None
+
+    def _revalidate(self) -> None:
+        """Check the values again (fields may have been assigned since the model was built)."""
+        type(self)(**self.model_dump())
 
 
-@dataclass
-class AppearanceConfig:
+class AppearanceConfig(_Section):
     """Appearance-motion branch (paper 3.2): frames (t-1, t) -> teacher segmentation of frame t+1."""
 
-    encoder: str = "resnet34"  # paper: resnet34-UNet
-    target: str = "seg-future"  # 'seg-future' = frame t+1 (paper); 'seg' = frame t (Table 2's Seg row)
-    encoder_weights: str | None = None  # local ImageNet state dict; None = from scratch (no download here)
+    _where: ClassVar[str] = "config.appearance"
+    encoder: str = Field("resnet34", description="a resnet (paper: resnet34-UNet)")
+    target: AppearanceTarget = Field("seg-future", description="'seg-future' = seg of frame t+1 (paper); "
+                                                               "'seg' = frame t (Table 2's Seg row)")
+    encoder_weights: Optional[str] = Field(None, description="local ImageNet state dict; None = from scratch")
 
-    def validate(self) -> None:
-        _choice("appearance target", self.target, APPEARANCE_TARGETS)
-        if not self.encoder.startswith("resnet"):
-            raise ConfigError(f"appearance encoder must be a resnet (paper: resnet34); got {self.encoder!r}")
+    @field_validator("encoder")
+    @classmethod
+    def _a_resnet(cls, v: str) -> str:
+        if not v.startswith("resnet"):
+            raise ValueError(f"must be a resnet (paper: resnet34); got {v!r}")
+        return v
+
+    def validate(self) -> "AppearanceConfig":
+        self._revalidate()
+        return self
 
     @property
     def target_offset(self) -> int:
         return 1 if self.target == "seg-future" else 0
 
 
-@dataclass
-class MotionConfig:
+class MotionConfig(_Section):
     """Motion branch (paper 3.3-3.5): frame t -> its flow magnitude, with SCSE and context attention."""
 
-    encoder: str = "vgg16"  # paper: vgg16-UNet
-    scse: str = "encoder-mid"  # paper 3.4: SCSE on the encoder's mid-layer feature maps
-    scse_stages: list[int] = field(default_factory=lambda: [2, 3, 4])  # VGG conv blocks (1-based of 5)
-    scse_reduction: int = 16  # SCSE channel-squeeze ratio (smp's and [2]'s default)
-    attention: str = "decoder"  # paper Table 4: the decoder is the best position
-    attention_form: str = "residual"  # x * (1 + a): ours (paper silent), see vad/models/attention.py
-    attention_hidden: int = 16  # width of the context attention network (paper silent)
-    flow_target: str = "masked"  # paper 4.3: the flow map masked with the segmentation map
-    encoder_weights: str | None = None
+    _where: ClassVar[str] = "config.motion"
+    encoder: str = Field("vgg16", description="a vgg (paper: vgg16-UNet)")
+    scse: ScsePlacement = Field("encoder-mid", description="paper 3.4: SCSE on the encoder's mid-layer maps")
+    scse_stages: list[int] = Field(default_factory=lambda: [2, 3, 4], description="VGG conv blocks (1-based of 5)")
+    scse_reduction: int = Field(16, ge=1, description="SCSE channel-squeeze ratio (smp's and [2]'s default)")
+    attention: AttentionPosition = Field("decoder", description="paper Table 4: the decoder is the best position")
+    attention_form: AttentionForm = Field("residual", description="x * (1 + a): ours (paper silent), see "
+                                                                  "mtvad/students/models/attention.py")
+    attention_hidden: int = Field(16, ge=1, description="width of the context attention network (paper silent)")
+    flow_target: FlowTarget = Field("masked", description="paper 4.3: the flow map masked with the segmentation")
+    encoder_weights: Optional[str] = None
 
-    def validate(self) -> None:
-        _choice("scse", self.scse, SCSE_PLACEMENTS)
-        _choice("attention", self.attention, ATTENTION_POSITIONS)
-        _choice("attention form", self.attention_form, ATTENTION_FORMS)
-        _choice("flow target", self.flow_target, FLOW_TARGETS)
-        if not self.encoder.startswith("vgg"):
-            raise ConfigError(f"motion encoder must be a vgg (paper: vgg16); got {self.encoder!r}")
-        if not self.scse_stages or any(s not in (1, 2, 3, 4, 5) for s in self.scse_stages):
-            raise ConfigError(f"scse stages must be VGG conv blocks 1..5; got {self.scse_stages}")
-        if self.attention_hidden < 1 or self.scse_reduction < 1:
-            raise ConfigError("attention hidden width and scse reduction must be >= 1")
+    @field_validator("encoder")
+    @classmethod
+    def _a_vgg(cls, v: str) -> str:
+        if not v.startswith("vgg"):
+            raise ValueError(f"must be a vgg (paper: vgg16); got {v!r}")
+        return v
+
+    @field_validator("scse_stages")
+    @classmethod
+    def _vgg_blocks(cls, v: list[int]) -> list[int]:
+        if not v or any(s not in (1, 2, 3, 4, 5) for s in v):
+            raise ValueError(f"must be VGG conv blocks 1..5 (at least one); got {v}")
+        return v
+
+    def validate(self) -> "MotionConfig":
+        self._revalidate()
+        return self
 
 
-@dataclass
-class OptimConfig:
+class OptimConfig(_Section):
     """Paper 4.3: Adam, lr 1e-3 halved every 10 epochs, patch loss over 16 (4x4) patches."""
 
-    lr: float = 1e-3
-    lr_step_epochs: int = 10
-    lr_gamma: float = 0.5
-    epochs: int = 30  # ours: the paper does not say (30 epochs = lr 1e-3 -> 1.25e-4)
-    batch_size: int = 8  # ours: the paper does not say
-    patch_grid: int = 4  # 4 x 4 = 16 patches (Eq. 6)
+    _where: ClassVar[str] = "config.optim"
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate (paper 1e-3)")
+    lr_step_epochs: int = Field(10, ge=1, description="the lr is multiplied by lr_gamma every N epochs (paper 10)")
+    lr_gamma: float = Field(0.5, gt=0, le=1, description="paper 0.5")
+    epochs: int = Field(30, ge=1, description="ours: the paper does not say (30 epochs = lr 1e-3 -> 1.25e-4)")
+    batch_size: int = Field(8, ge=1, description="ours: the paper does not say")
+    patch_grid: int = Field(4, ge=1, description="4 x 4 = 16 patches (Eq. 6)")
 
-    def validate(self) -> None:
-        if not self.lr > 0 or not 0 < self.lr_gamma <= 1 or self.lr_step_epochs < 1:
-            raise ConfigError(f"need lr > 0, 0 < lr gamma <= 1, lr step >= 1 epoch; got {self.lr}, "
-                              f"{self.lr_gamma}, {self.lr_step_epochs}")
-        if self.epochs < 1 or self.batch_size < 1 or self.patch_grid < 1:
-            raise ConfigError("epochs, batch size and patch grid must be >= 1")
+    def validate(self) -> "OptimConfig":
+        self._revalidate()
+        return self
 
 
-@dataclass
-class DataConfig:
-    store: str = ""
-    size: list[int] | None = None  # [H, W] network input; None = the store resolution (paper: 256x256)
-    limit_videos: int | None = None  # first N training videos (smoke runs)
-    in_memory: bool | None = None  # None = auto: in memory when the needed arrays fit in the RAM budget
-    ram_budget_gb: float | None = None  # None = half of the available memory
-    workers: int | None = None  # streaming mode loader processes; None = min(4, cpus - 1)
+class DataConfig(_Section):
+    _where: ClassVar[str] = "config.data"
+    store: str = Field("", description="teacher store path or fsspec URL (required before training)")
+    size: Optional[list[int]] = Field(None, description="[H, W] network input; None = the store resolution "
+                                                        "(paper: 256x256)")
+    limit_videos: Optional[int] = Field(None, ge=1, description="first N training videos (smoke runs)")
+    in_memory: Optional[bool] = Field(None, description="None = auto: in memory when the needed arrays fit the "
+                                                        "RAM budget")
+    ram_budget_gb: Optional[float] = Field(None, description="None = half of the available memory")
+    workers: Optional[int] = Field(None, ge=0, description="streaming loader processes; None = min(4, cpus - 1)")
 
-    def validate(self) -> None:
+    @field_validator("size")
+    @classmethod
+    def _unet_multiples(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+        if v is not None and (len(v) != 2 or any(s < UNET_STRIDE or s % UNET_STRIDE for s in v)):
+            raise ValueError(f"must be [H, W], multiples of {UNET_STRIDE} (a UNet of depth 5); got {v}")
+        return v
+
+    def validate(self) -> "DataConfig":
+        self._revalidate()
         if not self.store:
             raise ConfigError("no store given (--store PATH)")
-        if self.size is not None:
-            if len(self.size) != 2 or any(int(s) < UNET_STRIDE or int(s) % UNET_STRIDE for s in self.size):
-                raise ConfigError(f"size must be H and W, multiples of {UNET_STRIDE} (a UNet of depth 5); "
-                                  f"got {self.size}")
-        if self.limit_videos is not None and self.limit_videos < 1:
-            raise ConfigError(f"limit videos must be >= 1; got {self.limit_videos}")
-        if self.workers is not None and self.workers < 0:
-            raise ConfigError(f"workers must be >= 0; got {self.workers}")
+        return self
 
 
-@dataclass
-class RunConfig:
-    out: str = "outputs/train"
+class RunConfig(_Section):
+    _where: ClassVar[str] = "config.run"
+    out: str = Field("outputs/train", description="OUT/<branch>/last.pt, log.jsonl, config.json")
     seed: int = 0
-    device: str = "auto"  # auto: CUDA when present (with AMP), else CPU
-    amp: str = "auto"  # auto: bf16 autocast on CUDA where supported, else fp16 with a grad scaler; off on CPU
-    max_steps: int | None = None  # stop after this many optimizer steps in all (smoke runs)
-    checkpoint_every: int = 500  # steps; a checkpoint is also written at every epoch end and at the stop
+    device: Device = Field("auto", description="auto: CUDA when present (with AMP), else CPU")
+    amp: Amp = Field("auto", description="auto: bf16 autocast on CUDA where supported, else fp16 with a grad "
+                                         "scaler; off on CPU")
+    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimizer steps in all")
+    checkpoint_every: int = Field(500, ge=1, description="steps; a checkpoint is also written at every epoch "
+                                                         "end and at the stop")
 
-    def validate(self) -> None:
-        _choice("device", self.device, DEVICES)
-        _choice("amp", self.amp, AMP_CHOICES)
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ConfigError(f"max steps must be >= 1; got {self.max_steps}")
-        if self.checkpoint_every < 1:
-            raise ConfigError(f"checkpoint every must be >= 1 step; got {self.checkpoint_every}")
+    def validate(self) -> "RunConfig":
+        self._revalidate()
+        return self
 
 
 # Settings that may change when a run is resumed: where things are and how long to go on. Everything else
@@ -151,19 +194,18 @@ RESUMABLE_CHANGES = {
 }
 
 
-@dataclass
-class TrainConfig:
-    branch: str = "both"
-    appearance: AppearanceConfig = field(default_factory=AppearanceConfig)
-    motion: MotionConfig = field(default_factory=MotionConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    run: RunConfig = field(default_factory=RunConfig)
+class TrainConfig(_Section):
+    branch: BranchChoice = Field("both", description="appearance | motion | both (one after the other)")
+    appearance: AppearanceConfig = Field(default_factory=AppearanceConfig)
+    motion: MotionConfig = Field(default_factory=MotionConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    run: RunConfig = Field(default_factory=RunConfig)
 
     def validate(self) -> "TrainConfig":
-        _choice("branch", self.branch, BRANCH_CHOICES)
-        for part in (self.appearance, self.motion, self.optim, self.data, self.run):
-            part.validate()
+        """Check everything again (fields may have been assigned since) and that a store is given."""
+        self._revalidate()
+        self.data.validate()
         return self
 
     @property
@@ -171,35 +213,19 @@ class TrainConfig:
         return BRANCHES if self.branch == "both" else (self.branch,)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
-        return _from_dict(cls, d, "config")
+    def from_dict(cls, d: Any) -> "TrainConfig":
+        """A config from its dict (a checkpoint's, a JSON file's); missing keys take the defaults."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"config: expected a mapping, got {type(d).__name__}")
+        return cls(**d)
 
     def differences(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
         """Dotted keys whose values differ: {key: (self's, other's)}."""
         a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
-
-
-def _from_dict(cls, d: Any, where: str):
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-    known = {f.name: f for f in fields(cls)}
-    unknown = set(d) - set(known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown settings {sorted(unknown)}")
-    kwargs = {}
-    for name, value in d.items():
-        sub = _NESTED.get((cls, name))
-        kwargs[name] = _from_dict(sub, value, f"{where}.{name}") if sub else (
-            list(value) if isinstance(value, tuple) else value)
-    return cls(**kwargs)
-
-
-_NESTED = {(TrainConfig, "appearance"): AppearanceConfig, (TrainConfig, "motion"): MotionConfig,
-           (TrainConfig, "optim"): OptimConfig, (TrainConfig, "data"): DataConfig, (TrainConfig, "run"): RunConfig}
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -210,3 +236,27 @@ def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{k}"] = v
     return out
+
+
+def _one_line(exc: ValidationError, root: str) -> str:
+    """pydantic's errors as one line: unknown keys per section first, then each bad value by its dotted key."""
+    unknown: dict[str, list[str]] = {}
+    problems: list[str] = []
+    for e in exc.errors(include_url=False):
+        loc = [str(part) for part in e["loc"]]
+        if e["type"] == "extra_forbidden":
+            unknown.setdefault(".".join([root, *loc[:-1]]), []).append(loc[-1])
+            continue
+        key = ".".join([root, *loc])
+        got = e.get("input")
+        if e["type"] == "literal_error":
+            choices = re.findall(r"'([^']*)'", e["ctx"]["expected"])
+            problems.append(f"{key} must be one of {', '.join(choices)}; got {got!r}")
+        elif e["type"] in ("model_type", "model_attributes_type", "dict_type"):
+            problems.append(f"{key}: expected a mapping, got {type(got).__name__}")
+        elif e["type"] == "value_error":
+            problems.append(f"{key} {e['ctx']['error']}")
+        else:
+            msg = e["msg"]
+            problems.append(f"{key}: {msg[:1].lower()}{msg[1:]}; got {got!r}")
+    return "; ".join([f"{where}: unknown settings {sorted(keys)}" for where, keys in unknown.items()] + problems)
