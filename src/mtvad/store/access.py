@@ -6,7 +6,7 @@ from __future__ import annotations
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import zarr
@@ -91,14 +91,6 @@ def open_store(url: str | Path, *, mode: str = "r", storage_options: dict | None
     return store
 
 
-def is_store(url: str | Path) -> bool:
-    try:
-        _open_root(url, read_only=True)
-    except StoreError:
-        return False
-    return True
-
-
 def create_store(url: str | Path, *, dataset: str, build: dict, classes: dict[int, str],
                  extra: dict | None = None, overwrite: bool = False,
                  storage_options: dict | None = None) -> "Store":
@@ -154,6 +146,11 @@ def create_store(url: str | Path, *, dataset: str, build: dict, classes: dict[in
     return Store(str(url), root)
 
 
+def class_ids(classes: dict) -> dict[int, str]:
+    """A class vocabulary with int ids, from JSON's str keys (store, checkpoint and scores file attributes)."""
+    return {int(k): v for k, v in classes.items()}
+
+
 class Store:
     """An open store: root attributes and the videos of each split."""
 
@@ -190,7 +187,14 @@ class Store:
 
     @property
     def classes(self) -> dict[int, str]:
-        return {int(k): v for k, v in self.root.attrs["classes"].items()}
+        return class_ids(self.root.attrs["classes"])
+
+    def identity(self) -> dict[str, Any]:
+        """Which store this is, as recorded in checkpoints and scores files (JSON-safe: class ids as str keys;
+        `class_ids` reads them back): url, fingerprint, schema_version, dataset, resolution, classes."""
+        return {"url": self.url, "fingerprint": self.fingerprint,
+                "schema_version": int(self.root.attrs["schema_version"]), "dataset": self.dataset,
+                "resolution": list(self.resolution), "classes": {str(k): v for k, v in self.classes.items()}}
 
     def video_ids(self, split: str) -> list[str]:
         _check_split(split)
@@ -272,23 +276,34 @@ class Store:
             for video in self.videos(split):
                 video.validate()
 
-    def missing_blocks(self) -> dict[str, list[int]]:
-        """Blocks not yet computed, per 'split/video'."""
+    def missing_blocks(self, videos: Iterable[str] | None = None) -> dict[str, list[int]]:
+        """Blocks not yet computed, per 'split/video' (of the given 'split/video' keys; default every video)."""
+        if videos is None:
+            chosen: Iterable[VideoStore] = self.videos()
+        else:
+            chosen = (self.video(*key.split("/", 1)) for key in videos)
         out = {}
-        for video in self.videos():
+        for video in chosen:
             todo = np.flatnonzero(video.blocks_done() == 0).tolist()
             if todo:
                 out[video.key] = todo
         return out
 
-    def require_complete(self) -> None:
-        missing = self.missing_blocks()
-        if missing:
-            n = sum(len(v) for v in missing.values())
-            raise StoreError(
-                f"{self.url}: store is incomplete ({n} blocks of frames in {len(missing)} videos not computed, "
-                f"e.g. {next(iter(missing))}): finish it with `vad precompute` (it resumes)"
-            )
+    def require_complete(self, videos: Iterable[str] | None = None, *, otherwise: str = "") -> None:
+        """The one completeness rule: every block of the given 'split/video' keys (default: every video) is
+        computed, else a StoreError that names the first incomplete video and how to finish the store
+        (`otherwise`: another way out, appended to the message)."""
+        missing = self.missing_blocks(videos)
+        if not missing:
+            return
+        n = sum(len(v) for v in missing.values())
+        first = next(iter(missing))
+        what = f"{first} is" if len(missing) == 1 else f"{len(missing)} videos are"
+        where = "" if len(missing) == 1 else f", the first in {first}"
+        raise StoreError(
+            f"{self.url}: {what} incomplete ({n} block{'s' * (n != 1)} of frames not computed{where}): finish the "
+            f"store with `vad precompute` (it resumes){otherwise}"
+        )
 
 
 def _check_split(split: str) -> None:
@@ -367,7 +382,7 @@ class VideoStore:
     def blocks_done(self) -> np.ndarray:
         return self.array("blocks_done")[:]
 
-    # writing (pipeline)
+    # writing (mtvad.precompute)
     def write_labels(self, labels: np.ndarray) -> None:
         """Write the frame labels and record their crc32 in the array's attribute `crc32` (first: a kill between
         the two leaves stored labels that differ from the dataset's, which the next run rewrites)."""

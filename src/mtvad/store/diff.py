@@ -7,9 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from mtvad.store.access import Store, open_store
-from mtvad.store.schema import CHECKSUMMED
-
-PROVENANCE = ("created", "built_by", "vad_version", "pipeline_version", "source_root")
+from mtvad.store.schema import CHECKSUMMED, PROVENANCE
 
 
 def _video_facts(store: Store) -> dict[str, dict[str, Any]]:

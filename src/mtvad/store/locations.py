@@ -91,13 +91,29 @@ def path_state(url: str | Path, storage_options: dict | None = None) -> str:
             f"fsspec options go in ${STORAGE_OPTIONS_ENV} as JSON") from None
 
 
+def run_sync(coro):
+    """Run a coroutine of a zarr store on zarr's own IO loop, where an fsspec store's async filesystem lives
+    (a private zarr API: there is no public one; pyproject pins zarr<4 for it, and the store tests use it)."""
+    from zarr.core.sync import sync
+
+    return sync(coro)
+
+
 def get_many(zstore, keys: list[str]) -> list[bytes | None]:
     """The raw bytes of several keys of a zarr store, fetched concurrently (None where absent)."""
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
+    from zarr.buffer import default_buffer_prototype
 
     async def fetch() -> list:
         proto = default_buffer_prototype()
         return await asyncio.gather(*(zstore.get(key, proto) for key in keys))
 
-    return [None if buf is None else buf.to_bytes() for buf in sync(fetch())]
+    return [None if buf is None else buf.to_bytes() for buf in run_sync(fetch())]
+
+
+def list_keys(zstore) -> list[str]:
+    """Every key of a zarr store (chunk files and metadata), relative to its root."""
+
+    async def collect() -> list[str]:
+        return [key async for key in zstore.list()]
+
+    return run_sync(collect())

@@ -21,20 +21,10 @@ from typing import Callable, Iterator
 
 from mtvad.errors import StoreError
 from mtvad.store.access import open_store
-from mtvad.store.locations import get_many, is_zip
+from mtvad.store.locations import get_many, is_zip, list_keys
 
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # fixed: the same store always packs to the same bytes
 FETCH_BATCH = 32  # chunks fetched concurrently while packing (a remote store answers them in parallel)
-
-
-def list_keys(zstore) -> list[str]:
-    """Every key of a zarr store (chunk files and metadata), relative to its root."""
-    from zarr.core.sync import sync
-
-    async def collect() -> list[str]:
-        return [key async for key in zstore.list()]
-
-    return sync(collect())
 
 
 def _batches(items: list[str], n: int) -> Iterator[list[str]]:
@@ -68,12 +58,7 @@ def pack_store(source: str | Path, out: str | Path, *, overwrite: bool = False, 
         raise StoreError(f"{out}: already exists; pass --overwrite to replace it")
     store = open_store(source, storage_options=storage_options)  # the contract and the codec allow-list
     if not allow_incomplete:
-        missing = store.missing_blocks()
-        if missing:
-            n = sum(len(v) for v in missing.values())
-            raise StoreError(f"{source}: store is incomplete ({n} blocks in {len(missing)} videos not computed, "
-                             f"e.g. {next(iter(missing))}): finish it with `vad precompute` first, or pass "
-                             "--allow-incomplete")
+        store.require_complete(otherwise=", or pass --allow-incomplete to pack it as it is")
     zstore = store.root.store
     keys = sorted(list_keys(zstore), key=lambda k: (k != "zarr.json", k))  # root metadata first
     out.parent.mkdir(parents=True, exist_ok=True)

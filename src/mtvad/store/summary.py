@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from mtvad.store.access import Store
-from mtvad.store.schema import ARRAYS, SPLITS
+from mtvad.store.schema import ARRAYS, PROVENANCE, SPLITS
 
 
 def store_summary(store: Store) -> dict[str, Any]:
-    """What `vad store info` shows: videos, frames, per-array bytes, teachers, completeness."""
+    """What `vad store info` shows: videos, frames, per-array bytes, teachers, completeness, and the
+    provenance attributes (`PROVENANCE`)."""
     per_array: dict[str, dict[str, Any]] = {}
     videos = {s: 0 for s in SPLITS}
     frames = {s: 0 for s in SPLITS}
@@ -39,9 +40,5 @@ def store_summary(store: Store) -> dict[str, Any]:
         "fingerprint": store.fingerprint,
         "classes": store.classes,
         "missing_blocks": sum(len(v) for v in missing.values()),
-        "created": store.attrs.get("created"),
-        "vad_version": store.attrs.get("vad_version"),
-        "pipeline_version": store.attrs.get("pipeline_version"),
-        "built_by": store.attrs.get("built_by"),
-        "source_root": store.attrs.get("source_root"),
+        **{name: store.attrs.get(name) for name in PROVENANCE},
     }

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from mtvad.store.access import Store, open_store
-from mtvad.store.pack import list_keys
+from mtvad.store.locations import list_keys
 from mtvad.store.schema import CHECKSUMMED, SPLITS, block_range, digest, fingerprint
 
 
