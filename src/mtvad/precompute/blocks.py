@@ -1,4 +1,4 @@
-"""What one pipeline task does: one video x one chunk-aligned block of frames, end to end.
+"""What one precompute task does: one video x one chunk-aligned block of frames, end to end.
 
 read the block (plus the frames before it that a teacher needs) -> resize to the store resolution ->
 run every teacher -> write whole chunks of every array -> mark the block done.

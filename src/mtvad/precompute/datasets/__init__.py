@@ -1,6 +1,6 @@
 """Dataset readers: each lists the videos of one on-disk layout, lazily, as `base.Video` values.
 
-    from pipeline.datasets import open_dataset
+    from mtvad.precompute.datasets import open_dataset
     for video in open_dataset("ped2", "../shared/data/ped2").videos("test"):
         frames = video.read(0, 16)  # (16, H, W, 3) uint8 RGB
 """

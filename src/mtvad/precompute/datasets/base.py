@@ -1,7 +1,7 @@
 """What every dataset reader yields: videos that read their frames, labels and masks lazily.
 
 A `Video` holds paths, never pixels: a dataset of any size is listed without reading a frame, and a
-pipeline task reads only the block of frames it computes (`Video.read(start, stop)`). Videos are small,
+precompute task reads only the block of frames it computes (`Video.read(start, stop)`). Videos are small,
 picklable values so that Dask can ship them to workers.
 
 Every error caused by the data names the file and what is wrong (`mtvad.errors.DatasetError`).

@@ -9,7 +9,7 @@ official UCSD layout so that the project's UCSD reader (`open_dataset("synth", O
     OUT/Test/Test001_gt/001.bmp           OUT/Test/UCSDsynth.m
     OUT/Test/anomaly_kinds.json           OUT/README.txt
 
-    from pipeline.synth import generate
+    from mtvad.precompute.synth import generate
     summary = generate("data/synth", seed=0)             # 16 train / 12 test videos, 240x360
     summary = generate(tmp_path / "s", seed=1, small=True)  # 3 / 4 videos of 40 frames, 60x90
 """

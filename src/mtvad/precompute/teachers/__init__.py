@@ -2,8 +2,9 @@
 
 A preset names one teacher per role. `cpu` needs no download and runs anywhere; `cpu-classes` adds
 classes from a small TFLite DeepLab model on a CPU; `paper` is the paper's
-teachers (Mask R-CNN on COCO, Farneback, MiDaS DPT-Hybrid), which need their weights (see
-`pipeline/teachers/weights.py` and PAPER_TEACHERS.md) and run on a GPU where there is one.
+teachers (Mask R-CNN on COCO, Farneback, MiDaS DPT-Hybrid), which need their weights (resolved in
+`mtvad.precompute.teachers.weights`; where to get them: docs/teachers.md, "Getting the weights") and run on a
+GPU where there is one.
 """
 
 from __future__ import annotations

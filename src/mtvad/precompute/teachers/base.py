@@ -10,7 +10,7 @@ A teacher turns a block of frames (uint8 RGB at the store resolution) into the a
 
 Teachers that need frames before the block (flow: the previous frame) say so with `context`; teachers that
 need a per-video model (a background model) fit it on `fit_frames` evenly spaced frames of the video with
-`fit_video`. Heavy models load in `load()`, which the pipeline calls once per worker process.
+`fit_video`. Heavy models load in `load()`, called once per worker process (`loaded_teacher`).
 """
 
 from __future__ import annotations

@@ -90,7 +90,7 @@ class Midas(Teacher):
         from transformers.utils import logging as hf_logging
 
         bars = hf_logging.is_progress_bar_enabled()
-        hf_logging.disable_progress_bar()  # no "Loading weights" bar between the pipeline's own bars
+        hf_logging.disable_progress_bar()  # no "Loading weights" bar between precompute's own bars
         try:
             model = DPTForDepthEstimation.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
         except Exception as exc:
