@@ -25,10 +25,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# torch/torchvision first, pinned: pip takes these two from the local wheel cache where there is one
 	$(BIN)/python -m pip install --quiet torch==2.14.1 torchvision==0.29.1
-	$(BIN)/python -m pip install --quiet -e '.[test,tflite]'
+	$(BIN)/python -m pip install --quiet -e '.[precompute,test,tflite]'
 	touch $@
 
+# the import contracts first (pyproject.toml [tool.importlinter]: the light half never imports the heavy one)
 test: install
+	$(BIN)/lint-imports --no-logo
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 precompute: install
@@ -52,7 +54,7 @@ demo: install
 	$(BIN)/vad score --store $(DEMO_STORE) --checkpoint $(DEMO)/train/appearance/last.pt \
 	  --checkpoint $(DEMO)/train/motion/last.pt --out $(DEMO)/scores.zarr --maps --overwrite
 	$(BIN)/vad report --scores $(DEMO)/scores.zarr --store $(DEMO_STORE) --out $(DEMO)/report
-	$(BIN)/vad eval --scores $(DEMO)/scores.zarr --store $(DEMO_STORE) --json $(DEMO)/results.json
+	$(BIN)/vad eval --scores $(DEMO)/scores.zarr --store $(DEMO_STORE) --out $(DEMO)/results.json
 	@echo "report: $(DEMO)/report/index.html (figures), results: $(DEMO)/results.json"
 
 bench: install
