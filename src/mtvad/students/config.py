@@ -23,7 +23,7 @@ the tuples of values (`ATTENTION_POSITIONS`, ...) come from the same types.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar, Literal, Optional, get_args
+from typing import Any, ClassVar, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -76,7 +76,7 @@ class AppearanceConfig(_Section):
     encoder: str = Field("resnet34", description="a resnet (paper: resnet34-UNet)")
     target: AppearanceTarget = Field("seg-future", description="'seg-future' = seg of frame t+1 (paper); "
                                                                "'seg' = frame t (Table 2's Seg row)")
-    encoder_weights: Optional[str] = Field(None, description="local ImageNet state dict; None = from scratch")
+    encoder_weights: str | None = Field(None, description="local ImageNet state dict; None = from scratch")
 
     @field_validator("encoder")
     @classmethod
@@ -85,7 +85,7 @@ class AppearanceConfig(_Section):
             raise ValueError(f"must be a resnet (paper: resnet34); got {v!r}")
         return v
 
-    def validate(self) -> "AppearanceConfig":
+    def validate(self) -> AppearanceConfig:
         self._revalidate()
         return self
 
@@ -107,7 +107,7 @@ class MotionConfig(_Section):
                                                                   "mtvad/students/models/attention.py")
     attention_hidden: int = Field(16, ge=1, description="width of the context attention network (paper silent)")
     flow_target: FlowTarget = Field("masked", description="paper 4.3: the flow map masked with the segmentation")
-    encoder_weights: Optional[str] = None
+    encoder_weights: str | None = None
 
     @field_validator("encoder")
     @classmethod
@@ -123,7 +123,7 @@ class MotionConfig(_Section):
             raise ValueError(f"must be VGG conv blocks 1..5 (at least one); got {v}")
         return v
 
-    def validate(self) -> "MotionConfig":
+    def validate(self) -> MotionConfig:
         self._revalidate()
         return self
 
@@ -139,7 +139,7 @@ class OptimConfig(_Section):
     batch_size: int = Field(8, ge=1, description="ours: the paper does not say")
     patch_grid: int = Field(4, ge=1, description="4 x 4 = 16 patches (Eq. 6)")
 
-    def validate(self) -> "OptimConfig":
+    def validate(self) -> OptimConfig:
         self._revalidate()
         return self
 
@@ -147,22 +147,22 @@ class OptimConfig(_Section):
 class DataConfig(_Section):
     _where: ClassVar[str] = "config.data"
     store: str = Field("", description="teacher store path or fsspec URL (required before training)")
-    size: Optional[list[int]] = Field(None, description="[H, W] network input; None = the store resolution "
+    size: list[int] | None = Field(None, description="[H, W] network input; None = the store resolution "
                                                         "(paper: 256x256)")
-    limit_videos: Optional[int] = Field(None, ge=1, description="first N training videos (smoke runs)")
-    in_memory: Optional[bool] = Field(None, description="None = auto: in memory when the needed arrays fit the "
+    limit_videos: int | None = Field(None, ge=1, description="first N training videos (smoke runs)")
+    in_memory: bool | None = Field(None, description="None = auto: in memory when the needed arrays fit the "
                                                         "RAM budget")
-    ram_budget_gb: Optional[float] = Field(None, description="None = half of the available memory")
-    workers: Optional[int] = Field(None, ge=0, description="streaming loader processes; None = min(4, cpus - 1)")
+    ram_budget_gb: float | None = Field(None, description="None = half of the available memory")
+    workers: int | None = Field(None, ge=0, description="streaming loader processes; None = min(4, cpus - 1)")
 
     @field_validator("size")
     @classmethod
-    def _unet_multiples(cls, v: Optional[list[int]]) -> Optional[list[int]]:
+    def _unet_multiples(cls, v: list[int] | None) -> list[int] | None:
         if v is not None and (len(v) != 2 or any(s < UNET_STRIDE or s % UNET_STRIDE for s in v)):
             raise ValueError(f"must be [H, W], multiples of {UNET_STRIDE} (a UNet of depth 5); got {v}")
         return v
 
-    def validate(self) -> "DataConfig":
+    def validate(self) -> DataConfig:
         self._revalidate()
         if not self.store:
             raise ConfigError("no store given (--store PATH)")
@@ -176,11 +176,11 @@ class RunConfig(_Section):
     device: Device = Field("auto", description="auto: CUDA when present (with AMP), else CPU")
     amp: Amp = Field("auto", description="auto: bf16 autocast on CUDA where supported, else fp16 with a grad "
                                          "scaler; off on CPU")
-    max_steps: Optional[int] = Field(None, ge=1, description="stop after this many optimizer steps in all")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps in all")
     checkpoint_every: int = Field(500, ge=1, description="steps; a checkpoint is also written at every epoch "
                                                          "end and at the stop")
 
-    def validate(self) -> "RunConfig":
+    def validate(self) -> RunConfig:
         self._revalidate()
         return self
 
@@ -202,7 +202,7 @@ class TrainConfig(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     run: RunConfig = Field(default_factory=RunConfig)
 
-    def validate(self) -> "TrainConfig":
+    def validate(self) -> TrainConfig:
         """Check everything again (fields may have been assigned since) and that a store is given."""
         self._revalidate()
         self.data.validate()
@@ -216,13 +216,13 @@ class TrainConfig(_Section):
         return self.model_dump(mode="json")
 
     @classmethod
-    def from_dict(cls, d: Any) -> "TrainConfig":
+    def from_dict(cls, d: Any) -> TrainConfig:
         """A config from its dict (a checkpoint's, a JSON file's); missing keys take the defaults."""
         if not isinstance(d, dict):
             raise ConfigError(f"config: expected a mapping, got {type(d).__name__}")
         return cls(**d)
 
-    def differences(self, other: "TrainConfig") -> dict[str, tuple[Any, Any]]:
+    def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
         """Dotted keys whose values differ: {key: (self's, other's)}."""
         a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
