@@ -1,61 +1,86 @@
-"""`pipeline`: run the teachers over a dataset into a store, make the synthetic dataset, list teachers."""
+"""`vad precompute`, `vad synth`, `vad teachers`: the heavy half (Dask, OpenCV, the teachers' frameworks).
+
+Everything heavy is imported inside the commands, so `vad --help` and the light commands never import it; when
+the `precompute` extra is not installed, these commands say so in one `error:` line.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from mtvad.cli.common import ProgressFlag, parse_size
 from mtvad.console import clean_errors, console
 from mtvad.errors import VadError
 
-app = typer.Typer(help="Precompute teacher outputs (segmentation, flow, depth) into a Zarr store.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer()
+
+# top-level modules of the `precompute` extra (pyproject.toml): missing one means the extra is not installed
+HEAVY_MODULES = {"dask": "Dask", "distributed": "Dask distributed", "cv2": "OpenCV", "PIL": "Pillow",
+                 "transformers": "transformers", "huggingface_hub": "huggingface_hub"}
 
 
-def parse_resolution(text: str) -> tuple[int, int]:
-    """'256' -> (256, 256); '240x360' -> (240, 360) as height x width."""
+@contextlib.contextmanager
+def heavy_half(command: str) -> Iterator[None]:
+    """Turn a missing module of the heavy half into one `error:` line that says what to install."""
     try:
-        parts = [int(p) for p in text.lower().split("x")]
-    except ValueError:
-        parts = []
-    if len(parts) == 1:
-        parts = parts * 2
-    if len(parts) != 2 or min(parts) < 16:
-        raise typer.BadParameter(f"{text!r}: give SIZE or HEIGHTxWIDTH, each at least 16")
-    return parts[0], parts[1]
+        yield
+    except ModuleNotFoundError as exc:
+        top = (exc.name or "").split(".")[0]
+        if top not in HEAVY_MODULES:
+            raise
+        raise VadError(f"vad {command} needs {HEAVY_MODULES[top]} ({top}), which is not installed: install the "
+                       "precompute extra, pip install 'mtvad[precompute]'") from None
+
+
+def require(command: str, *modules: str) -> None:
+    """Import what a command needs before it does anything, so a missing extra fails before a store is made."""
+    with heavy_half(command):
+        for name in modules:
+            importlib.import_module(name)
 
 
 @app.command()
 @clean_errors
 def precompute(
-    dataset: str = typer.Argument(..., help="ped1, ped2, synth, avenue, shanghaitech or folder"),
-    data: Optional[Path] = typer.Option(None, help="dataset root folder", show_default="data/DATASET"),
-    store: Optional[str] = typer.Option(None, help="store path or fsspec URL", show_default="stores/DATASET.zarr"),
-    preset: str = typer.Option("cpu", help="teacher preset (see `vad teachers`)"),
-    resolution: str = typer.Option("256", help="store resolution, SIZE or HEIGHTxWIDTH (paper: 256)"),
-    chunk_frames: int = typer.Option(16, min=1, help="frames per chunk = frames per task"),
-    workers: Optional[int] = typer.Option(None, min=1, help="local Dask worker processes", show_default="CPU cores, at most 8"),
-    scheduler: str = typer.Option("local", help="'local' (a LocalCluster), 'inprocess' (no Dask, for "
-                                  "debugging) or a scheduler address such as tcp://host:8786"),
-    overwrite: bool = typer.Option(False, help="delete the store at --store and rebuild it from scratch (a folder "
-                                   "that is not a Zarr store is never deleted)"),
-    quiet: bool = typer.Option(False, help="no progress bars"),
+    dataset: Annotated[str, typer.Argument(help="ped1, ped2, synth, avenue, shanghaitech or folder",
+                                           show_default=False)],
+    data: Annotated[Path | None, typer.Option(help="dataset root folder", show_default="data/DATASET")] = None,
+    store: Annotated[str | None, typer.Option(help="store path or fsspec URL",
+                                                 show_default="stores/DATASET.zarr")] = None,
+    preset: Annotated[str, typer.Option(help="teacher preset (see `vad teachers`)")] = "cpu",
+    resolution: Annotated[str, typer.Option(help="store resolution, SIZE or HEIGHTxWIDTH (paper: 256)")] = "256",
+    chunk_frames: Annotated[int, typer.Option(min=1, help="frames per chunk = frames per task")] = 16,
+    workers: Annotated[int | None, typer.Option(min=1, help="local Dask worker processes",
+                                                   show_default="CPU cores, at most 8")] = None,
+    scheduler: Annotated[str, typer.Option(help="'local' (a LocalCluster), 'inprocess' (no Dask, for debugging) or "
+                                                "a scheduler address such as tcp://host:8786")] = "local",
+    overwrite: Annotated[bool, typer.Option(help="delete the store at --store and rebuild it from scratch (a folder "
+                                                 "that is not a Zarr store is never deleted)")] = False,
+    progress: ProgressFlag = True,
 ) -> None:
-    """Run the teachers once over every video and write (or resume) the store."""
-    from mtvad.precompute.datasets import open_dataset
-    from mtvad.precompute.jobs import precompute as run
-    from mtvad.precompute.teachers import resolve_preset
+    """Run the teachers once over every video and write (or resume) the store.
 
-    root = data if data is not None else Path("data") / dataset
-    store = store or f"stores/{dataset}.zarr"
-    size = parse_resolution(resolution)
-    ds = open_dataset(dataset, root)
-    result = run(ds, store, resolve_preset(preset), resolution=size, chunk_frames=chunk_frames,
-                 scheduler=scheduler, workers=workers, overwrite=overwrite, progress=not quiet)
+    Example: vad precompute ped2 --data ../shared/data/ped2 --store stores/ped2.zarr --workers 2
+    """
+    size = parse_size(resolution, "--resolution", minimum=16)
+    require("precompute", "cv2", "PIL", *(() if scheduler == "inprocess" else ("dask", "distributed")))
+    with heavy_half("precompute"):
+        from mtvad.precompute.datasets import open_dataset
+        from mtvad.precompute.jobs import precompute as run
+        from mtvad.precompute.teachers import resolve_preset
+
+        root = data if data is not None else Path("data") / dataset
+        store = store or f"stores/{dataset}.zarr"
+        ds = open_dataset(dataset, root)
+        result = run(ds, store, resolve_preset(preset), resolution=size, chunk_frames=chunk_frames,
+                     scheduler=scheduler, workers=workers, overwrite=overwrite, progress=progress)
     if result.blocks_run == 0:
         console.print(f"{store}: complete already ({result.videos} videos), nothing to do")
     else:
@@ -66,18 +91,23 @@ def precompute(
 @app.command()
 @clean_errors
 def synth(
-    out: Path = typer.Argument(..., help="output folder (UCSD official layout)"),
-    seed: int = typer.Option(0, help="random seed: the same seed gives byte-identical files"),
-    small: bool = typer.Option(False, help="the small profile used by tests"),
-    overwrite: bool = typer.Option(False, help="replace an existing non-empty output folder"),
+    out: Annotated[Path, typer.Argument(help="output folder (UCSD official layout)", show_default=False)],
+    seed: Annotated[int, typer.Option(help="random seed: the same seed gives byte-identical files")] = 0,
+    small: Annotated[bool, typer.Option(help="the small profile used by tests")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace an existing non-empty output folder")] = False,
 ) -> None:
-    """Generate the embedded synthetic Ped2-like dataset."""
-    from mtvad.precompute.synth import generate
+    """Generate the embedded synthetic Ped2-like dataset.
 
-    try:
-        s = generate(out, seed=seed, small=small, overwrite=overwrite)
-    except ValueError as exc:  # a bad seed
-        raise VadError(str(exc)) from exc
+    Example: vad synth data/synth --seed 0
+    """
+    require("synth", "cv2", "PIL")
+    with heavy_half("synth"):
+        from mtvad.precompute.synth import generate
+
+        try:
+            s = generate(out, seed=seed, small=small, overwrite=overwrite)
+        except ValueError as exc:  # a bad seed
+            raise VadError(str(exc)) from exc
     h, w = s["frame_size"]
     console.print(f"{out}: {s['train_videos']} train videos ({s['train_frames']} frames), {s['test_videos']} test "
                   f"videos ({s['test_frames']} frames, {s['anomalous_test_frames']} anomalous), {h}x{w}, "
@@ -87,27 +117,33 @@ def synth(
 
 
 @app.command()
+@clean_errors
 def teachers() -> None:
-    """List teachers and presets, and whether each teacher's weights are found (nothing is loaded or fetched)."""
+    """List teachers and presets, and whether each teacher's weights are found (nothing is loaded or fetched).
+
+    Example: vad teachers
+    """
     from rich.markup import escape
+    from rich.table import Table
 
-    from mtvad.precompute.teachers import PRESETS, TEACHERS, build_teacher
-    from mtvad.precompute.teachers.base import Teacher
+    with heavy_half("teachers"):
+        from mtvad.precompute.teachers import PRESETS, TEACHERS, build_teacher
+        from mtvad.precompute.teachers.base import Teacher
 
-    table = Table(title="teachers")
-    for col in ("name", "role", "version", "needs", "weights", "what it does"):
-        table.add_column(col)
-    for name, cls in sorted(TEACHERS.items()):
-        t = build_teacher(name)
-        if hasattr(t, "locate_weights"):
-            found = t.locate_weights()
-            weights = (f"[green]found[/] {escape(str(found.path))}" if found.path is not None
-                       else f"[red]missing[/], expected at {escape(found.expected)}")
-        elif type(t).weights_path is Teacher.weights_path:
-            weights = "none needed"
-        else:
-            weights = "?"  # a teacher that can only tell by resolving (which may download)
-        table.add_row(name, t.role, t.version, "GPU" if t.needs_gpu else "CPU", weights, t.summary)
+        table = Table(title="teachers")
+        for col in ("name", "role", "version", "needs", "weights", "what it does"):
+            table.add_column(col)
+        for name, cls in sorted(TEACHERS.items()):
+            t = build_teacher(name)
+            if hasattr(t, "locate_weights"):
+                found = t.locate_weights()
+                weights = (f"[green]found[/] {escape(str(found.path))}" if found.path is not None
+                           else f"[red]missing[/], expected at {escape(found.expected)}")
+            elif type(t).weights_path is Teacher.weights_path:
+                weights = "none needed"
+            else:
+                weights = "?"  # a teacher that can only tell by resolving (which may download)
+            table.add_row(name, t.role, t.version, "GPU" if t.needs_gpu else "CPU", weights, t.summary)
     out = Console()
     out.print(table)
     for preset, roles in PRESETS.items():

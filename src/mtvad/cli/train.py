@@ -1,0 +1,185 @@
+"""`vad train`: the students from a store, configured by flags and/or a JSON file of the nested TrainConfig."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from mtvad.cli.common import ProgressFlag, parse_size
+from mtvad.console import clean_errors
+from mtvad.students import config as cfg  # light: pydantic, no torch
+
+app = typer.Typer()
+_DEFAULT = cfg.TrainConfig()
+
+
+def _d(key: str) -> Any:
+    """Default of a TrainConfig setting ('optim.epochs'), so the flags and the models never disagree."""
+    obj: Any = _DEFAULT
+    for part in key.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _choices(values: tuple[str, ...]) -> str:
+    return " | ".join(values)
+
+
+# command-line parameter -> its key in the nested TrainConfig (what `--config FILE` holds)
+KEYS = {
+    "store": "data.store", "branch": "branch", "out": "run.out", "size": "data.size",
+    "epochs": "optim.epochs", "batch_size": "optim.batch_size", "lr": "optim.lr",
+    "lr_step_epochs": "optim.lr_step_epochs", "lr_gamma": "optim.lr_gamma", "patch_grid": "optim.patch_grid",
+    "appearance_target": "appearance.target", "scse": "motion.scse", "attention": "motion.attention",
+    "attention_form": "motion.attention_form", "flow_target": "motion.flow_target",
+    "max_steps": "run.max_steps", "limit_videos": "data.limit_videos", "in_memory": "data.in_memory",
+    "ram_budget_gb": "data.ram_budget_gb", "workers": "data.workers", "seed": "run.seed", "device": "run.device",
+    "amp": "run.amp", "checkpoint_every": "run.checkpoint_every",
+}
+
+
+@app.command("train")
+@clean_errors
+def train_cmd(
+    ctx: typer.Context,
+    config_file: Annotated[Path | None, typer.Option(
+        "--config", help="JSON file of the nested TrainConfig (any subset of its keys; OUT/<branch>/config.json of "
+                         "an earlier run repeats it); options given on the command line override it",
+        show_default=False)] = None,
+    store: Annotated[str | None, typer.Option(help="teacher store (path, .zip or fsspec URL)",
+                                                 show_default=False)] = None,
+    branch: Annotated[str, typer.Option(help="appearance | motion | both (trained one after the other)")] = _d("branch"),
+    out: Annotated[str, typer.Option(help="output folder: OUT/<branch>/last.pt, log.jsonl, config.json")] = _d("run.out"),
+    size: Annotated[str | None, typer.Option(
+        help="network input N (square) or HxW, multiples of 32 (default: the store resolution; paper 256)",
+        show_default=False)] = None,
+    epochs: Annotated[int, typer.Option(help="epochs (paper silent; ours)")] = _d("optim.epochs"),
+    batch_size: Annotated[int, typer.Option(help="batch size (paper silent; ours)")] = _d("optim.batch_size"),
+    lr: Annotated[float, typer.Option(help="Adam learning rate (paper 1e-3)")] = _d("optim.lr"),
+    lr_step_epochs: Annotated[int, typer.Option(help="halve the lr every N epochs (paper 10)")] = _d(
+        "optim.lr_step_epochs"),
+    lr_gamma: Annotated[float, typer.Option(help="lr factor at each step (paper 0.5)")] = _d("optim.lr_gamma"),
+    patch_grid: Annotated[int, typer.Option(help="patch loss grid: G x G patches (paper 4: 16)")] = _d(
+        "optim.patch_grid"),
+    appearance_target: Annotated[str, typer.Option(
+        help="seg-future: seg of t+1 (paper, Seg+Pred) | seg: seg of t (Seg)")] = _d("appearance.target"),
+    scse: Annotated[str, typer.Option(help=f"SCSE placement: {_choices(cfg.SCSE_PLACEMENTS)} (paper 3.4: "
+                                           "encoder-mid; decoder: smp's)")] = _d("motion.scse"),
+    attention: Annotated[str, typer.Option(help=f"context attention position: {_choices(cfg.ATTENTION_POSITIONS)} "
+                                                "(paper's best: decoder)")] = _d("motion.attention"),
+    attention_form: Annotated[str, typer.Option(help="residual: x*(1+a) | gate: x*a")] = _d("motion.attention_form"),
+    flow_target: Annotated[str, typer.Option(help="masked: flow magnitude x (seg > 0) (paper 4.3) | raw")] = _d(
+        "motion.flow_target"),
+    encoder_weights: Annotated[list[str] | None, typer.Option(
+        "--encoder-weights",
+        help="local ImageNet encoder state dict (torchvision or smp); repeat for both branches; resnet files go "
+             "to the appearance branch, vgg files to the motion branch. Default: from scratch",
+        show_default=False)] = None,
+    max_steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps in all (smoke runs)",
+                                                     show_default=False)] = None,
+    limit_videos: Annotated[int | None, typer.Option(help="train on the first N training videos only",
+                                                        show_default=False)] = None,
+    in_memory: Annotated[bool | None, typer.Option(
+        "--in-memory/--streaming", help="hold the needed arrays in RAM, or stream from the store (default: in "
+                                        "memory when they fit the RAM budget)", show_default=False)] = None,
+    ram_budget_gb: Annotated[float | None, typer.Option(
+        help="RAM budget for --in-memory auto (default: half the available)", show_default=False)] = None,
+    workers: Annotated[int | None, typer.Option(
+        help="loader processes in streaming mode (default min(4, cpus-1))", show_default=False)] = None,
+    seed: Annotated[int, typer.Option(help="seed of torch, numpy, python and the sample order")] = _d("run.seed"),
+    device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda")] = _d("run.device"),
+    amp: Annotated[str, typer.Option(help="auto: mixed precision on CUDA | off")] = _d("run.amp"),
+    checkpoint_every: Annotated[int, typer.Option(
+        help="write OUT/<branch>/last.pt every N steps (and each epoch end)")] = _d("run.checkpoint_every"),
+    resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/<branch>/last.pt, same step, same "
+                                                          "optimizer state")] = False,
+    progress: ProgressFlag = True,
+) -> None:
+    """Train the students on a store's training videos (paper 4.3: Adam, lr 1e-3 halved every 10 epochs, patch loss).
+
+    Settings come from the defaults (the paper's), then --config FILE, then the options given on the command
+    line. Each branch's effective config is written to OUT/<branch>/config.json (as every checkpoint holds
+    it): `vad train --config OUT/motion/config.json` repeats that run.
+
+    Example: vad train --store stores/ped2.zarr --branch motion --size 128 --out runs/ped2
+    """
+    given = {name: value for name, value in ctx.params.items() if name in KEYS and _given(ctx, name)}
+    if "size" in given:
+        given["size"] = list(parse_size(given["size"], "--size"))
+    config = build_config(config_file, given)
+    if encoder_weights:
+        config = _with_encoder_weights(config, encoder_weights)
+    config.validate()  # bad settings fail here, before torch is imported
+    from mtvad.students.train import train
+
+    results = train(config, resume=resume, progress=progress)
+    out_console = Console(soft_wrap=True)
+    for name, r in results.items():
+        first = f"{r.losses[0]:.5g}" if r.losses else "-"
+        last = f"{r.losses[-1]:.5g}" if r.losses else "-"
+        out_console.print(f"{name}: step {r.step}, epoch {r.epoch}, loss {first} -> {last} over {len(r.losses)} "
+                          f"steps, {r.samples_per_s:.2f} samples/s, checkpoint {r.checkpoint}", highlight=False)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether the user gave this option (on the command line or by environment), rather than its default."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT", "PROMPT")
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """The nested dict of a `--config` JSON file, checked on its own (errors name the file and the key)."""
+    from mtvad.errors import ConfigError
+
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no config file at this path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: unreadable config file ({exc})") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})") from None
+    try:
+        cfg.TrainConfig.from_dict(d)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    return d
+
+
+def build_config(config_file: Path | None, given: dict[str, Any]) -> cfg.TrainConfig:
+    """Defaults < the `--config` file < the options given on the command line ({parameter: value}, see KEYS)."""
+    d = read_config_file(config_file) if config_file is not None else {}
+    for name, value in given.items():
+        *sections, field = KEYS[name].split(".")
+        node = d
+        for section in sections:
+            node = node.setdefault(section, {})
+        node[field] = value
+    return cfg.TrainConfig.from_dict(d)
+
+
+def _with_encoder_weights(config: cfg.TrainConfig, files: list[str]) -> cfg.TrainConfig:
+    """Each --encoder-weights file to the branch of its family (resnet: appearance, vgg: motion)."""
+    from mtvad.errors import ConfigError, EncoderWeightsError
+    from mtvad.students.models import encoder_family  # imports torch: only when weights are given
+
+    weights: dict[str, str | None] = {"appearance": None, "motion": None}
+    for path in files:
+        family = encoder_family(path)
+        target = {"resnet": "appearance", "vgg": "motion"}.get(family or "")
+        if target is None:
+            raise EncoderWeightsError(f"{path}: neither a resnet nor a vgg encoder state dict")
+        if target not in config.branches:
+            raise ConfigError(f"{path}: a {family} encoder (the {target} branch), but --branch is {config.branch}")
+        if weights[target] is not None:
+            raise ConfigError(f"two --encoder-weights files for the {target} branch: {weights[target]}, {path}")
+        weights[target] = path
+    d = config.to_dict()
+    for branch, path in weights.items():
+        if path is not None:
+            d[branch]["encoder_weights"] = path
+    return cfg.TrainConfig.from_dict(d)
