@@ -9,7 +9,7 @@ missing):
   2. `vad train --branch both --size S --max-steps N` into OUT (with --resume when checkpoints exist: a no-op
      once they reached N steps)
   3. `vad score --maps` into OUT/scores.zarr
-  4. `vad eval --json OUT/results.json`, and `vad report` into OUT/report
+  4. `vad eval --out OUT/results.json`, and `vad report` into OUT/report
 
 Nothing here looks at test labels before step 4: the size and the number of steps are fixed in advance from the
 CPU time budget (about 30 minutes of training on a 2-core machine), the smoothing window and threshold are the
@@ -58,7 +58,7 @@ def main() -> None:
     times: dict[str, float] = {}
     if not (Path(args.store) / "zarr.json").exists():
         run("precompute", [tool("pipeline"), "precompute", "ped2", "--data", args.data, "--store", args.store,
-                           "--workers", str(args.workers), "--quiet"], times)
+                           "--workers", str(args.workers), "--no-progress"], times)
     resume = all((out / b / "last.pt").exists() for b in ("appearance", "motion"))
     run("train", [tool("vad"), "train", "--store", args.store, "--branch", "both", "--size", str(args.size),
                   "--max-steps", str(args.max_steps), "--out", str(out), "--no-progress"]
@@ -67,7 +67,7 @@ def main() -> None:
     run("score", [tool("vad"), "score", "--store", args.store, "--checkpoint", str(out / "appearance" / "last.pt"),
                   "--checkpoint", str(out / "motion" / "last.pt"), "--out", str(scores), "--maps", "--overwrite",
                   "--no-progress"], times)
-    run("eval", [tool("vad"), "eval", "--scores", str(scores), "--store", args.store, "--json",
+    run("eval", [tool("vad"), "eval", "--scores", str(scores), "--store", args.store, "--out",
                  str(out / "results.json")], times)
     run("report", [tool("vad"), "report", "--scores", str(scores), "--store", args.store, "--out",
                    str(out / "report")], times)

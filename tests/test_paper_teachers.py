@@ -260,7 +260,7 @@ def test_precompute_with_the_paper_preset_exits_1_with_the_message_and_writes_no
     for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
         env.pop(name, None)
     proc = subprocess.run([sys.executable, "-m", "mtvad", "precompute", "ped2", "--data", str(data), "--store",
-                           str(store), "--preset", "paper", "--quiet"], cwd=ROOT, env=env, capture_output=True,
+                           str(store), "--preset", "paper", "--no-progress"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     output = " ".join((proc.stdout + proc.stderr).split())  # rich may wrap the line
     assert proc.returncode == 1, output

@@ -1,7 +1,7 @@
 """A report of a scores file: PNG figures (matplotlib, Agg) and one `index.html` page that shows them.
 
     OUT/index.html                the page: the AUC table, settings, and every figure below, embedded
-    OUT/results.json              what `vad eval --json` writes
+    OUT/results.json              what `vad eval --out FILE` writes
     OUT/roc.png                   frame-level ROC (micro) of each branch, fused and the teacher-only baseline
     OUT/per_video_auc.png         per-video AUC of each row (videos with one class only are marked skipped)
     OUT/timelines/<video>.png     calibrated, smoothed scores per test video over time: each branch, fused,
