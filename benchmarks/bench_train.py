@@ -30,7 +30,8 @@ sys.path.insert(0, str(ROOT))
 
 from mtvad.store.access import open_store  # noqa: E402
 from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig  # noqa: E402
-from mtvad.students.data import appearance_batch, make_train_data, motion_batch  # noqa: E402
+from mtvad.students.branches import get_branch  # noqa: E402
+from mtvad.students.data import make_train_data  # noqa: E402
 from mtvad.students.loss import patch_loss  # noqa: E402
 from mtvad.students.models import build_model, count_parameters  # noqa: E402
 
@@ -72,10 +73,7 @@ def bench_loader(store_url: str, batch: int, n_batches: int) -> dict:
         data = make_train_data(store, branch, cfg, CPU)
         load_s = time.perf_counter() - t0
         n_classes = len(store.classes)
-        if branch == "appearance":
-            decode = lambda raw: appearance_batch(raw, n_classes, None, CPU)  # noqa: E731
-        else:
-            decode = lambda raw: motion_batch(raw, cfg, None, CPU)  # noqa: E731
+        decode = lambda raw: get_branch(branch).batch(raw, cfg, n_classes, None, CPU)  # noqa: E731
         row = {
             "samples": len(data.dataset),
             "in_memory_MiB": round(data.dataset.nbytes / 2**20),
@@ -135,13 +133,8 @@ def bench_training(store_url: str, sizes: list[int], batch: int, steps: int) -> 
             for i in range(steps + 1):
                 raw = next(it)
                 t0 = time.perf_counter()
-                if branch == "appearance":
-                    x, target = appearance_batch(raw, len(store.classes), resize_to, CPU)
-                    pred = model(x).softmax(1)
-                else:
-                    x, context, target = motion_batch(raw, cfg, resize_to, CPU)
-                    pred = model(x, context)
-                loss = patch_loss(pred, target)
+                inputs, target = get_branch(branch).batch(raw, cfg, len(store.classes), resize_to, CPU)
+                loss = patch_loss(get_branch(branch).predict(model, inputs), target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -8,8 +8,9 @@
 - motion branch: the map is |student(frame t, context) - teacher flow magnitude of t|, the magnitude masked by
   the segmentation when the branch learned it masked (paper 4.3), in input pixels per frame.
 
-Both are computed at the network input size the checkpoint was trained at, on exactly the inputs and targets
-training used (`mtvad.students.data.appearance_batch` / `motion_batch`). A score belongs to the frame t the sample is about.
+Both are computed at the network input size the checkpoint was trained at, on exactly the inputs, targets and
+predictions training used: the branch says them (`mtvad.students.branches`: `batch`, `predict`, `anomaly_map`).
+A score belongs to the frame t the sample is about.
 Frames a branch cannot score are **invalid**: NaN in the score array and False in its `valid` mask, never
 filled (appearance: frame 0, which has no t-1, and the last frame, which has no t+1; motion: frame 0, which has
 no flow). `mtvad.scoring.postprocess` says how smoothing fills them and evaluation skips them.
@@ -41,7 +42,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -51,7 +52,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from mtvad import __version__
-from mtvad.errors import CheckpointError, ConfigError
+from mtvad.errors import ConfigError
 from mtvad.hashing import file_sha256
 from mtvad.scoring.scores_file import (
     BASELINE,
@@ -64,58 +65,29 @@ from mtvad.scoring.scores_file import (
     is_scores_file,
 )
 from mtvad.store.access import Store, open_store
-from mtvad.store.schema import SCHEMA_VERSION, SPLITS
-
-BRANCHES = ("appearance", "motion")
-
-
-def check_checkpoint_fits_store(path: str | Path, ckpt: dict, store: Store) -> None:
-    """A checkpoint scores only the store it was trained on: same fingerprint (teachers, resolution, schema) and
-    the same class vocabulary."""
-    info = ckpt["store"]
-    if info.get("fingerprint") != store.fingerprint:
-        raise CheckpointError(
-            f"{path}: trained on store {info.get('url')} (fingerprint {str(info.get('fingerprint'))[:12]}), but "
-            f"{store.url} has fingerprint {store.fingerprint[:12]} (other teachers, settings or resolution): score "
-            "with a checkpoint trained on this store")
-    if info.get("schema_version") != SCHEMA_VERSION:
-        raise CheckpointError(f"{path}: trained on a schema v{info.get('schema_version')} store, this vad reads "
-                              f"schema v{SCHEMA_VERSION}: retrain")
-    ours = {int(k): v for k, v in store.classes.items()}
-    theirs = {int(k): v for k, v in (info.get("classes") or {}).items()}
-    if ours != theirs or int(ckpt["n_classes"]) != len(ours):
-        raise CheckpointError(f"{path}: trained with classes {theirs} ({ckpt['n_classes']} outputs), the store "
-                              f"{store.url} has {ours}")
+from mtvad.store.schema import SPLITS
 
 
 def load_branches(checkpoints: Sequence[str | Path], store: Store, device) -> dict[str, tuple]:
-    """{branch: (model, config, ckpt, path)} for the given checkpoints, each checked against the store."""
-    from mtvad.students.checkpoint import load_student
+    """{branch: (model, config, ckpt, path)} for the given checkpoints, each checked against the store, in the
+    registry's order of branches."""
+    from mtvad.students.branches import BRANCHES
+    from mtvad.students.checkpoint import check_fits_store, load_student
 
     if not checkpoints:
-        raise ConfigError("no --checkpoint given: pass OUT/appearance/last.pt and/or OUT/motion/last.pt")
+        raise ConfigError("no --checkpoint given: pass " + " and/or ".join(f"OUT/{b}/last.pt" for b in BRANCHES))
     out: dict[str, tuple] = {}
     for path in checkpoints:
         model, config, ckpt = load_student(path, map_location=device)
         branch = ckpt["branch"]
         if branch in out:
             raise ConfigError(f"two {branch} checkpoints: {out[branch][3]} and {path}; give one per branch")
-        check_checkpoint_fits_store(path, ckpt, store)
+        check_fits_store(path, ckpt, store, remedy="score with a checkpoint trained on this store")
         out[branch] = (model, config, ckpt, Path(path))
     return {b: out[b] for b in BRANCHES if b in out}
 
 
 # ------------------------------------------------------------------------------------------------ scoring
-
-
-@dataclass
-class VideoScores:
-    split: str
-    video: str
-    n_frames: int
-    rows: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # row -> (scores, valid)
-    maps: dict[str, np.ndarray] = field(default_factory=dict)  # branch -> float16 (T, h, w)
-    label: np.ndarray | None = None
 
 
 def _input_size(ckpt: dict, store: Store) -> list[int]:
@@ -129,9 +101,11 @@ def score_branch_video(store: Store, split: str, video_id: str, branch: str, mod
     """(scores float64 (T,), valid bool (T,), map float16 (T, h, w) or None) of one branch on one video."""
     import torch
 
-    from mtvad.students.data import InMemoryDataset, appearance_batch, branch_spec, check_store, motion_batch
+    from mtvad.students.branches import get_branch
+    from mtvad.students.data import InMemoryDataset, check_store
 
-    spec = branch_spec(branch, config, store.resolution, int(store.attrs.get("flow_valid_from", 1)))
+    the_branch = get_branch(branch)
+    spec = the_branch.spec(config, store.resolution, int(store.attrs.get("flow_valid_from", 1)))
     check_store(store, spec, [video_id], split)
     video = store.video(split, video_id)
     n = video.n_frames
@@ -148,15 +122,9 @@ def score_branch_video(store: Store, split: str, video_id: str, branch: str, mod
     with torch.inference_mode():
         for lo in range(0, len(data), batch_size):
             idx = list(range(lo, min(lo + batch_size, len(data))))
-            raw = data.__getitems__(idx)
-            if branch == "appearance":
-                x, target = appearance_batch(raw, n_classes, resize_to, device)
-                diff = (model(x.contiguous(memory_format=cl)).float().softmax(dim=1) - target).abs().sum(dim=1)
-            else:
-                x, context, target = motion_batch(raw, config, resize_to, device)
-                if context is not None:
-                    context = context.contiguous(memory_format=cl)
-                diff = (model(x.contiguous(memory_format=cl), context).float() - target).abs()[:, 0]
+            inputs, target = the_branch.batch(data.__getitems__(idx), config, n_classes, resize_to, device)
+            inputs = tuple(i if i is None else i.contiguous(memory_format=cl) for i in inputs)
+            diff = the_branch.anomaly_map(the_branch.predict(model, inputs), target)
             t = ts[idx]
             scores[t] = diff.sum(dim=(1, 2)).double().cpu().numpy()
             valid[t] = True
@@ -301,19 +269,17 @@ def _write_row(group: zarr.Group, name: str, scores: np.ndarray, valid: np.ndarr
 
 
 def _root_attrs(store: Store, branches: dict, maps: bool, device, torch) -> dict[str, Any]:
+    from mtvad.students.branches import get_branch
+
     cks = {}
     for name, (model, config, ckpt, path) in branches.items():
-        offset = config.appearance.target_offset if name == "appearance" else 0
         cks[name] = {"path": str(path), "sha256": file_sha256(path), "step": int(ckpt["step"]),
                      "epoch": int(ckpt["epoch"]), "input_size": _input_size(ckpt, store),
-                     "n_classes": int(ckpt["n_classes"]), "target_offset": offset, "config": ckpt["config"],
-                     "created": ckpt.get("created")}
+                     "n_classes": int(ckpt["n_classes"]), "target_offset": get_branch(name).target_offset(config),
+                     "config": ckpt["config"], "created": ckpt.get("created")}
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
-        "store": {"url": store.url, "fingerprint": store.fingerprint, "schema_version": SCHEMA_VERSION,
-                  "dataset": store.dataset, "resolution": list(store.resolution),
-                  "classes": {str(k): v for k, v in store.classes.items()},
-                  "flow_valid_from": int(store.attrs.get("flow_valid_from", 1))},
+        "store": {**store.identity(), "flow_valid_from": int(store.attrs.get("flow_valid_from", 1))},
         "branches": list(branches), "rows": list(branches) + [BASELINE], "checkpoints": cks,
         "maps": bool(maps), "map_sizes": {b: cks[b]["input_size"] for b in branches} if maps else {},
         "invalid_policy": INVALID_POLICY, "units": {k: UNITS[k] for k in list(branches) + [BASELINE]},

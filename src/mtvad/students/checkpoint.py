@@ -4,9 +4,10 @@ A checkpoint holds only tensors, dicts, lists, strings and numbers (so `torch.lo
 it and no pickled code ever runs):
 
     format, format_version        'vad-checkpoint', 1
-    branch                        'appearance' | 'motion'
+    branch                        a registered branch's name ('appearance' | 'motion', mtvad.students.branches)
     config                        the full TrainConfig as a dict (mtvad.students.config.TrainConfig.from_dict reads it)
-    store                         url, fingerprint, schema_version, dataset, resolution, classes
+    store                         which store trained it (mtvad.store.access.Store.identity): url, fingerprint,
+                                  schema_version, dataset, resolution, classes (str class ids)
     model, optimizer, scheduler   state dicts (Adam, StepLR); grad_scaler when fp16 AMP ran
     epoch, step_in_epoch, step    where training stands: epoch (0-based) in progress, batches done in it,
                                   optimizer steps done in all
@@ -32,6 +33,7 @@ import torch
 
 from mtvad import __version__
 from mtvad.errors import CheckpointError, ConfigError
+from mtvad.store.access import Store, class_ids
 from mtvad.store.schema import SCHEMA_VERSION
 from mtvad.students.config import TrainConfig
 
@@ -98,9 +100,10 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     return path
 
 
-def load_checkpoint(path: str | Path, *, branch: str | None = None, fingerprint: str | None = None,
+def load_checkpoint(path: str | Path, *, branch: str | None = None,
                     map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read and check a checkpoint; refuse a torn/foreign file, another branch, store fingerprint or schema."""
+    """Read and check a checkpoint; refuse a torn/foreign file, another branch or another store schema.
+    Whether it fits a given store is `check_fits_store`."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint at this path")
@@ -124,16 +127,27 @@ def load_checkpoint(path: str | Path, *, branch: str | None = None, fingerprint:
     if store.get("schema_version") != SCHEMA_VERSION:
         raise CheckpointError(f"{path}: trained on a schema v{store.get('schema_version')} store, this vad reads "
                               f"schema v{SCHEMA_VERSION}: retrain")
-    if fingerprint is not None and store.get("fingerprint") != fingerprint:
-        raise CheckpointError(
-            f"{path}: trained on store {store.get('url')} with fingerprint {str(store.get('fingerprint'))[:12]}, "
-            f"but this store's fingerprint is {fingerprint[:12]} (other teachers, settings or resolution): "
-            "start a new --out instead of --resume")
     try:
         ckpt["config_obj"] = TrainConfig.from_dict(ckpt["config"])
     except ConfigError as exc:
         raise CheckpointError(f"{path}: its config cannot be read by this vad ({exc})") from None
     return ckpt
+
+
+def check_fits_store(path: str | Path, ckpt: dict[str, Any], store: Store, *, remedy: str) -> None:
+    """The one rule for using a checkpoint with a store (training on with --resume, scoring): it was trained on
+    a store of the same fingerprint (teachers, their settings, resolution, schema) and the same class
+    vocabulary. `remedy` ends the message: what to do instead."""
+    info = ckpt["store"]
+    if info.get("fingerprint") != store.fingerprint:
+        raise CheckpointError(
+            f"{path}: trained on store {info.get('url')} with fingerprint {str(info.get('fingerprint'))[:12]}, "
+            f"but this store's fingerprint is {store.fingerprint[:12]} ({store.url}: other teachers, settings or "
+            f"resolution): {remedy}")
+    ours, theirs = store.classes, class_ids(info.get("classes") or {})
+    if ours != theirs or int(ckpt["n_classes"]) != len(ours):
+        raise CheckpointError(f"{path}: trained with classes {theirs} ({ckpt['n_classes']} outputs), the store "
+                              f"{store.url} has {ours}: {remedy}")
 
 
 def load_student(path: str | Path, map_location: str | torch.device = "cpu"):

@@ -1,6 +1,7 @@
-"""Training samples of each branch, read from a store: torch Datasets, samplers, and on-device decoding.
+"""Training samples of each branch, read from a store: torch Datasets, samplers, and the decoding primitives.
 
-What a sample is (t = the frame the sample is about; T = the video's frame count):
+What a sample reads is the branch's `BranchSpec` (made by `mtvad.students.branches`; t = the frame the sample is
+about; T = the video's frame count):
 
 | branch | reads (store arrays at frames) | t ranges over | target |
 |---|---|---|---|
@@ -10,7 +11,8 @@ What a sample is (t = the frame the sample is about; T = the video's frame count
 
 Datasets return the stored integer arrays (uint8 / uint16, at store resolution) and nothing else: decoding
 (scales, masking, ImageNet normalisation, resizing to `--size`, one-hot) happens on the training device in
-`appearance_batch` / `motion_batch`, so a GPU does the arithmetic and the loader only moves compact bytes.
+the branch's `batch` (with `normalise_frames` / `resize` from here), so a GPU does the arithmetic and the
+loader only moves compact bytes.
 
 Two modes:
 - in memory (`InMemoryDataset`): the needed arrays of all training videos are read once into uint8/uint16
@@ -25,13 +27,12 @@ one (`EpochBatchSampler.skip`).
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -42,6 +43,9 @@ from mtvad.errors import ConfigError, StoreError
 from mtvad.store.access import Store, open_store
 from mtvad.store.schema import ARRAYS
 from mtvad.students.config import TrainConfig
+
+if TYPE_CHECKING:
+    from mtvad.students.branches import Branch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -71,35 +75,6 @@ class BranchSpec:
         return range(self.first, max(self.first, n_frames - self.after))
 
 
-def branch_spec(branch: str, config: TrainConfig, resolution: tuple[int, int], flow_valid_from: int = 1) -> BranchSpec:
-    if branch == "appearance":
-        off = config.appearance.target_offset
-        return BranchSpec(branch, {"frames": ("frames", (-1, 0)), "seg": ("seg", (off,))}, first=1, after=off,
-                          why={"frames": "the input frames", "seg": "the segmentation target"})
-    if branch != "motion":
-        raise ValueError(f"unknown branch {branch!r}")
-    m = config.motion
-    reads = {"frames": ("frames", (0,)), "flow_mag": ("flow_mag", (0,))}
-    why = {"frames": "the input frame", "flow_mag": "the flow magnitude target"}
-    if m.flow_target == "masked":
-        reads["seg"] = ("seg", (0,))
-        why["seg"] = "masking the flow target (paper 4.3; --flow-target raw does without)"
-    if m.attention != "off" or _anisotropic(resolution, config.data.size):
-        reads["flow_ang"] = ("flow_ang", (0,))
-        why["flow_ang"] = ("the direction input of the context attention (--attention off does without)"
-                           if m.attention != "off" else "rescaling the flow to a --size of another aspect ratio")
-    if m.attention != "off":
-        reads["depth"] = ("depth", (0,))
-        why["depth"] = "the depth input of the context attention (--attention off does without)"
-    return BranchSpec(branch, reads, first=max(1, flow_valid_from), after=0, why=why)
-
-
-def _anisotropic(resolution: tuple[int, int], size: Sequence[int] | None) -> bool:
-    if size is None:
-        return False
-    return size[0] * resolution[1] != size[1] * resolution[0]
-
-
 def check_store(store: Store, spec: BranchSpec, video_ids: Sequence[str], split: str = "train") -> None:
     """Every video has the arrays this branch needs (right dtype and shape) and all its blocks computed."""
     if not video_ids:
@@ -116,10 +91,7 @@ def check_store(store: Store, spec: BranchSpec, video_ids: Sequence[str], split:
             if str(arr.dtype) != want.dtype or tuple(arr.shape) != shape:
                 raise StoreError(f"{store.url}: {video.key}/{name} is {arr.dtype}{tuple(arr.shape)}, the contract "
                                  f"says {want.dtype}{shape}")
-        todo = np.flatnonzero(video.blocks_done() == 0)
-        if todo.size:
-            raise StoreError(f"{store.url}: video {video.key} is incomplete ({todo.size} blocks of frames not "
-                             "computed): finish the store with `vad precompute` (it resumes)")
+        store.require_complete([video.key])
 
 
 def sample_index(spec: BranchSpec, n_frames: Sequence[int]) -> np.ndarray:
@@ -334,10 +306,12 @@ class TrainData:
     needed_bytes: int
 
 
-def make_train_data(store: Store, branch: str, config: TrainConfig, device: torch.device,
+def make_train_data(store: Store, branch: str | Branch, config: TrainConfig, device: torch.device,
                     split: str = "train") -> TrainData:
     """Dataset, sampler and loader of one branch over the store's training videos (checked first)."""
-    spec = branch_spec(branch, config, store.resolution, int(store.attrs.get("flow_valid_from", 1)))
+    from mtvad.students.branches import get_branch  # branches build on this module
+
+    spec = get_branch(branch).spec(config, store.resolution, int(store.attrs.get("flow_valid_from", 1)))
     video_ids = store.video_ids(split)[: config.data.limit_videos]
     check_store(store, spec, video_ids, split)
     n_classes = len(store.classes)
@@ -419,47 +393,6 @@ def normalise_frames(frames: torch.Tensor, size: Sequence[int] | None = None) ->
     return torch.addcmul(-mean / std, x, 1 / (255 * std))  # (x / 255 - mean) / std in one pass
 
 
-def _to(raw: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def to_device(raw: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """A raw batch's tensors on `device` (asynchronous copies from pinned memory)."""
     return {k: v.to(device, non_blocking=True) for k, v in raw.items()}
-
-
-def appearance_batch(raw: dict[str, torch.Tensor], n_classes: int, size: Sequence[int] | None,
-                     device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs (B, 6, h, w) and the one-hot target (B, n_classes, h, w) of an appearance batch."""
-    raw = _to(raw, device)
-    x = normalise_frames(raw["frames"], size)
-    seg = resize(raw["seg"][:, :1], size, "nearest").long()  # (B, 1, h, w)
-    target = torch.zeros((seg.shape[0], n_classes, *seg.shape[-2:]), device=device).scatter_(1, seg, 1.0)
-    return x, target
-
-
-def motion_batch(raw: dict[str, torch.Tensor], config: TrainConfig, size: Sequence[int] | None,
-                 device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Input frame (B, 3, h, w), context (B, 3, h, w) or None, target magnitude (B, 1, h, w) of a motion batch.
-
-    The magnitude is in input pixels per frame: resizing the store's maps by (sy, sx) scales a flow vector
-    (dx, dy) to (sx dx, sy dy), so its magnitude by sqrt((sx cos)^2 + (sy sin)^2) (= s when isotropic) and its
-    direction accordingly; masking (seg > 0) is done at store resolution, before resizing."""
-    raw = _to(raw, device)
-    x = normalise_frames(raw["frames"], size)
-    h, w = raw["flow_mag"].shape[-2:]
-    mag = raw["flow_mag"].float() * FLOW_SCALE  # (B, 1, H, W)
-    if config.motion.flow_target == "masked":
-        mag = mag * (raw["seg"] > 0)
-    sy, sx = (1.0, 1.0) if size is None else (size[0] / h, size[1] / w)
-    cos = sin = None
-    if "flow_ang" in raw:
-        ang = raw["flow_ang"].float() * ANGLE_SCALE
-        cos, sin = torch.cos(ang) * sx, torch.sin(ang) * sy
-        norm = torch.sqrt(cos.square() + sin.square())
-        if not math.isclose(sx, sy):
-            mag = mag * norm
-        cos, sin = cos / norm, sin / norm
-    if math.isclose(sx, sy):
-        mag = mag * sx
-    target = resize(mag, size)
-    context = None
-    if config.motion.attention != "off":
-        depth = raw["depth"].float() * DEPTH_SCALE
-        context = resize(torch.cat([cos.abs(), sin.abs(), depth], dim=1), size)
-    return x, context, target

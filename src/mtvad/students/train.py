@@ -1,13 +1,14 @@
 """Training of the two students (paper 4.3), each branch independently: `train(config)`.
 
-Per branch: check the store has what the branch needs, build the data (in memory or streaming, `mtvad.students.data`),
-build the student (`mtvad.students.models`), optionally load ImageNet encoder weights from a local file, then Adam
-(lr 1e-3) with StepLR (halved every 10 epochs, stepped at each epoch end) on the patch loss (Eq. 6).
+Per branch (`mtvad.students.branches`: what it reads, its student, its batches and prediction): check the store
+has what the branch needs, build the data (in memory or streaming, `mtvad.students.data`), build the student,
+optionally load ImageNet encoder weights from a local file, then Adam (lr 1e-3) with StepLR (halved every 10
+epochs, stepped at each epoch end) on the patch loss (Eq. 6) between the branch's prediction and its target.
 Everything that decides the result is seeded (torch, numpy, python; sample order depends only on seed and
 epoch), so `--resume` from `OUT/<branch>/last.pt` gives the same parameters as an uninterrupted run (on the
 same device and software).
 
-Outputs per branch, under `OUT/<branch>/`: `last.pt` (see vad/checkpoint.py), `log.jsonl` (one line per step:
+Outputs per branch, under `OUT/<branch>/`: `last.pt` (see mtvad.students.checkpoint), `log.jsonl` (one line per step:
 step, epoch, loss, lr, samples/s) and `config.json` (the config, for people).
 
 A NaN or infinite loss stops training before that step changes anything; the last checkpoint written (with
@@ -33,11 +34,12 @@ from mtvad import __version__
 from mtvad.console import console
 from mtvad.errors import CheckpointError, ConfigError, TrainingDivergedError
 from mtvad.store.access import Store, open_store
-from mtvad.store.schema import SCHEMA_VERSION
+from mtvad.students.branches import BRANCHES, Branch, get_branch
 from mtvad.students.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
     capture_rng,
+    check_fits_store,
     checkpoint_path,
     load_checkpoint,
     now_utc,
@@ -45,9 +47,9 @@ from mtvad.students.checkpoint import (
     save_checkpoint,
 )
 from mtvad.students.config import RESUMABLE_CHANGES, TrainConfig
-from mtvad.students.data import appearance_batch, background, make_train_data, motion_batch
+from mtvad.students.data import background, make_train_data
 from mtvad.students.loss import patch_loss
-from mtvad.students.models import build_model, count_parameters, load_encoder_weights
+from mtvad.students.models import count_parameters, load_encoder_weights
 
 
 @dataclass
@@ -97,10 +99,11 @@ def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -
 
 
 def _resume_checks(path: Path, ckpt: dict[str, Any], config: TrainConfig) -> None:
+    """The resumed run's settings equal the checkpoint's, except the resumable ones and other branches' sections."""
     old: TrainConfig = ckpt["config_obj"]
+    others = set(BRANCHES) - {ckpt["branch"]}
     diffs = {k: v for k, v in old.differences(config).items()
-             if k not in RESUMABLE_CHANGES and k != "branch"
-             and k.split(".")[0] not in ({"appearance", "motion"} - {ckpt["branch"]})}
+             if k not in RESUMABLE_CHANGES and k != "branch" and k.split(".")[0] not in others}
     if diffs:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in list(diffs.items())[:6])
         raise CheckpointError(f"{path}: --resume continues that run with its own settings, but these differ: "
@@ -112,15 +115,18 @@ def _finite_parameters(model: torch.nn.Module) -> bool:
     return bool(torch.isfinite(torch.stack(norms)).all())
 
 
-def train_branch(config: TrainConfig, branch: str, store: Store, *, resume: bool = False,
+def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, resume: bool = False,
                  progress: bool = True) -> BranchResult:
-    out_dir = Path(config.run.out) / branch
-    ckpt_file = checkpoint_path(config.run.out, branch)
+    branch = get_branch(branch)
+    name = branch.name
+    out_dir = Path(config.run.out) / name
+    ckpt_file = checkpoint_path(config.run.out, name)
     ckpt = None
     if resume:
         if not ckpt_file.exists():
             raise CheckpointError(f"{ckpt_file}: no checkpoint to resume (train without --resume first)")
-        ckpt = load_checkpoint(ckpt_file, branch=branch, fingerprint=store.fingerprint)
+        ckpt = load_checkpoint(ckpt_file, branch=name)
+        check_fits_store(ckpt_file, ckpt, store, remedy="start a new --out instead of --resume")
         _resume_checks(ckpt_file, ckpt, config)
     elif ckpt_file.exists():
         raise CheckpointError(f"{ckpt_file}: a checkpoint is already there: pass --resume to continue that run, "
@@ -139,12 +145,11 @@ def train_branch(config: TrainConfig, branch: str, store: Store, *, resume: bool
         torch.backends.cudnn.benchmark = True
     seed_everything(config.run.seed)
     n_classes = len(store.classes)
-    model = build_model(branch, config, n_classes)
+    model = branch.build_model(config, n_classes)
     encoder_init: dict[str, Any] = {"init": "scratch"}
-    weights = config.appearance.encoder_weights if branch == "appearance" else config.motion.encoder_weights
-    encoder_name = config.appearance.encoder if branch == "appearance" else config.motion.encoder
+    weights = branch.encoder_weights(config)
     if weights and ckpt is None:  # before the data: a bad file is reported at once
-        encoder_init = load_encoder_weights(model.encoder, weights, encoder_name)
+        encoder_init = load_encoder_weights(model.encoder, weights, branch.encoder_name(config))
     data = make_train_data(store, branch, config, device)
     model.to(device).train()
     # fused Adam: one kernel over all parameters (2-3x faster than the default on CPU, same algorithm)
@@ -167,9 +172,7 @@ def train_branch(config: TrainConfig, branch: str, store: Store, *, resume: bool
         restore_rng(ckpt["rng"])
 
     resize_to = None if size == list(store.resolution) else size
-    store_info = {"url": store.url, "fingerprint": store.fingerprint, "schema_version": SCHEMA_VERSION,
-                  "dataset": store.dataset, "resolution": list(store.resolution),
-                  "classes": {int(k): v for k, v in store.classes.items()}}
+    store_info = store.identity()
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     log_path = out_dir / "log.jsonl"
@@ -187,10 +190,10 @@ def train_branch(config: TrainConfig, branch: str, store: Store, *, resume: bool
         nonlocal last_saved
         if not _finite_parameters(model):
             raise TrainingDivergedError(
-                f"{branch}: non-finite weights at step {step}; not saved. Last good checkpoint: "
+                f"{name}: non-finite weights at step {step}; not saved. Last good checkpoint: "
                 + (f"{ckpt_file} (step {last_saved})" if last_saved is not None else "none was written"))
         payload = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "branch": branch, "config": config.to_dict(),
+            "format": FORMAT, "format_version": FORMAT_VERSION, "branch": name, "config": config.to_dict(),
             "store": store_info, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
             "rng": capture_rng(), "encoder_init": encoder_init, "n_classes": n_classes, "input_size": size,
@@ -202,20 +205,11 @@ def train_branch(config: TrainConfig, branch: str, store: Store, *, resume: bool
         last_saved = step
 
     def compute_loss(raw) -> torch.Tensor:
-        if branch == "appearance":
-            x, target = appearance_batch(raw, n_classes, resize_to, device)
-            with autocast:
-                pred = model(x)
-            pred = pred.float().softmax(dim=1)
-        else:
-            x, context, target = motion_batch(raw, config, resize_to, device)
-            with autocast:
-                pred = model(x, context)
-            pred = pred.float()
-        return patch_loss(pred, target, config.optim.patch_grid)
+        inputs, target = branch.batch(raw, config, n_classes, resize_to, device)
+        return patch_loss(branch.predict(model, inputs, autocast), target, config.optim.patch_grid)
 
     n_params = count_parameters(model)
-    console.print(f"[bold]{branch}[/]: {len(data.dataset)} samples from {len(data.dataset.video_ids)} videos "
+    console.print(f"[bold]{name}[/]: {len(data.dataset)} samples from {len(data.dataset.video_ids)} videos "
                   f"({'in memory' if data.in_memory else 'streaming'}, {data.needed_bytes / 2**20:.0f} MiB), "
                   f"input {size[0]}x{size[1]}, batch {config.optim.batch_size}, {steps_per_epoch} steps/epoch, "
                   f"{n_params / 1e6:.2f} M parameters, device {device}"
@@ -232,7 +226,7 @@ def train_branch(config: TrainConfig, branch: str, store: Store, *, resume: bool
                TextColumn("epoch {task.fields[epoch]}"), TimeElapsedColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar, \
             open(log_path, "a") as log:
-        task = bar.add_task(branch, total=total, completed=min(step, total), loss="-", rate="-",
+        task = bar.add_task(name, total=total, completed=min(step, total), loss="-", rate="-",
                             epoch=f"{epoch + 1}/{epochs}")
         ema_rate = None
         while epoch < epochs:
@@ -253,7 +247,7 @@ def train_branch(config: TrainConfig, branch: str, store: Store, *, resume: bool
                                           "event": "diverged"}) + "\n")
                     log.flush()
                     raise TrainingDivergedError(
-                        f"{branch}: loss is {value} at step {step + 1} (epoch {epoch + 1}); training stopped "
+                        f"{name}: loss is {value} at step {step + 1} (epoch {epoch + 1}); training stopped "
                         "without saving. Last good checkpoint: "
                         + (f"{ckpt_file} (step {last_saved})" if last_saved is not None else "none was written")
                         + ". Try a lower --lr")
@@ -292,15 +286,15 @@ def train_branch(config: TrainConfig, branch: str, store: Store, *, resume: bool
             save()
             bar.update(task, epoch=f"{min(epoch + 1, epochs)}/{epochs}")
             if epoch_losses:
-                console.print(f"{branch} epoch {epoch}/{epochs}: mean loss {np.mean(epoch_losses):.5g}, "
+                console.print(f"{name} epoch {epoch}/{epochs}: mean loss {np.mean(epoch_losses):.5g}, "
                               f"last {epoch_losses[-1]:.5g}, lr now {optimizer.param_groups[0]['lr']:.3g}, "
                               f"checkpoint {ckpt_file}", highlight=False)
         if last_saved != step:
             save()
     elapsed = time.perf_counter() - t_start
-    result = BranchResult(branch, ckpt_file, step, epoch, losses, samples / elapsed if samples else 0.0,
+    result = BranchResult(name, ckpt_file, step, epoch, losses, samples / elapsed if samples else 0.0,
                           data.in_memory, n_params, stopped)
-    console.print(f"{branch}: stopped ({stopped}) at step {step}, epoch {epoch}/{epochs}; "
+    console.print(f"{name}: stopped ({stopped}) at step {step}, epoch {epoch}/{epochs}; "
                   f"{result.samples_per_s:.2f} samples/s; checkpoint {ckpt_file}", highlight=False)
     return result
 

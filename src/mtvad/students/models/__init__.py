@@ -1,4 +1,5 @@
-"""The two students and how they are built: `build_model(branch, config, n_classes)`.
+"""The students and how they are built: `build_model(branch, config, n_classes)` (asks the branch,
+`mtvad.students.branches`).
 
 Encoders start from ImageNet weights only from a local file (`load_encoder_weights`): nothing is downloaded.
 A file may be a torchvision classification state dict (`resnet34-b627a593.pth`, `vgg16-397923af.pth`; the
@@ -10,7 +11,7 @@ to the appearance student's 6 input channels the way smp does (weights repeated,
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -22,27 +23,24 @@ from mtvad.students.models.appearance import AppearanceStudent
 from mtvad.students.models.attention import ContextAttention, apply_attention
 from mtvad.students.models.motion import MotionStudent
 
+if TYPE_CHECKING:
+    from mtvad.students.branches import Branch
+
 __all__ = ["AppearanceStudent", "MotionStudent", "ContextAttention", "apply_attention", "build_model",
            "load_encoder_weights", "read_encoder_state", "encoder_family", "count_parameters", "file_sha256"]
 
 _DROPPED_PREFIXES = ("fc.", "classifier.", "decoder.", "segmentation_head.", "classification_head.")
 
 
-def build_model(branch: str, config: TrainConfig, n_classes: int) -> nn.Module:
-    """A student with random weights (encoder weights, if any, are loaded separately)."""
-    if branch == "appearance":
-        return AppearanceStudent(n_classes, encoder=config.appearance.encoder)
-    if branch == "motion":
-        m = config.motion
-        return MotionStudent(encoder=m.encoder, scse_placement=m.scse, scse_stages=tuple(m.scse_stages),
-                             scse_reduction=m.scse_reduction, attention=m.attention,
-                             attention_form=m.attention_form, attention_hidden=m.attention_hidden)
-    raise ValueError(f"unknown branch {branch!r}")
+def build_model(branch: str | Branch, config: TrainConfig, n_classes: int) -> nn.Module:
+    """The branch's student with random weights (encoder weights, if any, are loaded separately)."""
+    from mtvad.students.branches import get_branch  # the branches import the students from here
+
+    return get_branch(branch).build_model(config, n_classes)
 
 
 def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
-
 
 
 def read_encoder_state(path: str | Path) -> dict[str, torch.Tensor]:

@@ -3,7 +3,8 @@ semantic segmentation of frame t+1 (future segmentation = segmentation + future 
 
 Input: the two frames stacked as 6 channels (t-1 first), ImageNet-normalised (`mtvad.students.data.normalise_frames`).
 Output: per-class logits (B, n_classes, H, W) over the store's class vocabulary (0 = background); the loss and
-the anomaly score use their softmax against the teacher's one-hot map.
+the anomaly score use their softmax against the teacher's one-hot map (the branch's prediction,
+`mtvad.students.branches.AppearanceBranch.prediction`).
 """
 
 from __future__ import annotations
@@ -33,4 +34,7 @@ class AppearanceStudent(nn.Module):
         return self.unet(frames)
 
     def probabilities(self, frames: torch.Tensor) -> torch.Tensor:
-        return self(frames).float().softmax(dim=1)
+        """(B, n_classes, H, W) class probabilities: the appearance branch's prediction."""
+        from mtvad.students.branches import APPEARANCE  # the branch builds this student
+
+        return APPEARANCE.prediction(self(frames))

@@ -78,10 +78,6 @@ class MotionStudent(nn.Module):
     def encoder(self) -> nn.Module:
         return self.unet.encoder
 
-    @property
-    def uses_context(self) -> bool:
-        return self.context_attention is not None
-
     def attention_map(self, context: torch.Tensor) -> torch.Tensor:
         if self.context_attention is None:
             raise RuntimeError("this motion student has no context attention (attention='off')")
@@ -128,7 +124,7 @@ class MotionStudent(nn.Module):
             if context is None:
                 raise ValueError(f"the motion student with attention at '{self.attention}' needs the context "
                                  "(|cos|, |sin|, depth) of the frame")
-            a = self.context_attention(context)
+            a = self.attention_map(context)
         out = self.unet.segmentation_head(self.decode(self.encode(frame, a), a))
         if self.attention == "final":
             out = apply_attention(out, a, self.attention_form)
