@@ -1,14 +1,21 @@
-"""Shared fixtures: a tiny moving-object dataset in the UCSD official layout, and the ../shared folder."""
+"""Shared fixtures and helpers: a tiny moving-object dataset in the UCSD official layout, the ../shared folder,
+torch on one thread, the scored stores of the scoring/evaluation/report tests (`paths`, from tests/stores.py),
+and running the `vad` command."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tests.fakes import labels_of, write_m_file
+from tests.stores import one_torch_thread, scored_stores
 
+ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 
 
@@ -64,3 +71,33 @@ def write_moving_ucsd(root: Path, n_train: int = 2, n_test: int = 2, n_frames: i
 @pytest.fixture
 def tiny_ucsd(tmp_path: Path) -> Path:
     return write_moving_ucsd(tmp_path / "ped2")
+
+
+@pytest.fixture
+def one_thread():
+    """Torch on one thread during a test (tests/stores.py `one_torch_thread`); the scoring, evaluation and report
+    modules use it for every test (`pytestmark`)."""
+    with one_torch_thread():
+        yield
+
+
+@pytest.fixture(scope="session")
+def paths(tmp_path_factory) -> dict[str, Path]:
+    """Made once per session: the stores, one-step students and scores file of `tests.stores.scored_stores`."""
+    return scored_stores(tmp_path_factory.mktemp("scoring"))
+
+
+def run_vad(*args: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+    """`python -m mtvad ARGS` from the repository root, text output captured, OpenMP on one thread (see
+    `one_torch_thread`)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **kw.pop("env", {})}
+    return subprocess.run([sys.executable, "-m", "mtvad", *args], cwd=kw.pop("cwd", ROOT), capture_output=True,
+                          text=True, timeout=timeout, env=env, **kw)
+
+
+def one_line_error(result) -> str:
+    """The one line a refused `vad` command (typer's CliRunner result) prints, checked to be exactly one."""
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]

@@ -16,8 +16,9 @@ from mtvad.scoring.postprocess import PostConfig
 from mtvad.scoring.score import score
 from mtvad.scoring.scores_file import BASELINE, ScoresError, open_scores
 from mtvad.store.access import open_store
-from tests.scoring_stores import _one_thread, paths  # noqa: F401 (fixtures)
+from tests.conftest import one_line_error
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
 
 
@@ -105,35 +106,28 @@ def test_min_max_results_are_labelled(paths):
 def test_vad_eval_prints_micro_and_macro_and_writes_json(paths, tmp_path):
     out = tmp_path / "r.json"
     res = runner.invoke(app, ["eval", "--scores", str(paths["scores"]), "--store", str(paths["store"]),
-                              "--json", str(out)])
+                              "--out", str(out)])
     assert res.exit_code == 0, res.output
     assert "micro AUC" in res.output and "macro AUC" in res.output and "teacher flow only" in res.output
     assert "skips 1 video" in res.output and "03" in res.output
     assert json.loads(out.read_text())["rows"]["fused"]["micro_auc"] is not None
 
 
-def _one_line_error(res) -> str:
-    assert res.exit_code == 1, res.output
-    lines = [l for l in res.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
-
-
 def test_vad_eval_refuses_a_store_without_labels_and_scores_of_another_store(paths, tmp_path):
     out = tmp_path / "nolabels_scores.zarr"
     score(str(paths["nolabels"]), [paths["motion"]], out, progress=False)  # scoring works without labels
-    line = _one_line_error(runner.invoke(app, ["eval", "--scores", str(out)]))
+    line = one_line_error(runner.invoke(app, ["eval", "--scores", str(out)]))
     assert "no frame labels" in line
-    line = _one_line_error(runner.invoke(app, ["eval", "--scores", str(out), "--store", str(paths["nolabels"])]))
+    line = one_line_error(runner.invoke(app, ["eval", "--scores", str(out), "--store", str(paths["nolabels"])]))
     assert "no frame labels" in line
-    line = _one_line_error(runner.invoke(app, ["eval", "--scores", str(paths["scores"]), "--store",
+    line = one_line_error(runner.invoke(app, ["eval", "--scores", str(paths["scores"]), "--store",
                                                str(paths["other"])]))
     assert "fingerprint" in line
     with pytest.raises(ScoresError, match="videos"):  # same fingerprint, other videos
         evaluate(open_scores(out), open_store(paths["store"]))
-    line = _one_line_error(runner.invoke(app, ["eval", "--scores", str(tmp_path / "missing.zarr")]))
+    line = one_line_error(runner.invoke(app, ["eval", "--scores", str(tmp_path / "missing.zarr")]))
     assert "no scores file" in line
-    line = _one_line_error(runner.invoke(app, ["eval", "--scores", str(paths["scores"]), "--window", "4"]))
+    line = one_line_error(runner.invoke(app, ["eval", "--scores", str(paths["scores"]), "--window", "4"]))
     assert "odd" in line
 
 

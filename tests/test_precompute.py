@@ -19,20 +19,15 @@ from mtvad.precompute.jobs import precompute
 from mtvad.precompute.teachers import resolve_preset
 from mtvad.store.access import open_store
 from mtvad.store.schema import ARRAYS
-from tests.conftest import write_moving_ucsd
+from tests.conftest import ROOT, run_vad, write_moving_ucsd
+from tests.stores import store_arrays as arrays_of
 from tests.test_store import documented_arrays
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(resolution=(32, 40), chunk_frames=4, progress=False)
 
 
 def build(data: Path, store: Path, **kw):
     return precompute(open_dataset("ped2", data), str(store), resolve_preset("cpu"), **{**SMALL, **kw})
-
-
-def arrays_of(path: Path) -> dict[str, np.ndarray]:
-    store = open_store(path)
-    return {f"{v.key}/{name}": v.group[name][:] for v in store.videos() for name in ARRAYS if name in v.group}
 
 
 def chunk_mtimes(path: Path) -> dict[str, int]:
@@ -112,7 +107,7 @@ def test_killed_run_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path):
     build(data, reference, scheduler="inprocess", resolution=(96, 128), chunk_frames=2)
     path = tmp_path / "killed.zarr"
     cmd = [sys.executable, "-m", "mtvad", "precompute", "ped2", "--data", str(data), "--store", str(path),
-           "--resolution", "96x128", "--chunk-frames", "2", "--workers", "2", "--quiet"]
+           "--resolution", "96x128", "--chunk-frames", "2", "--workers", "2", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     done_at_kill = None
     deadline = time.monotonic() + 120
@@ -178,12 +173,8 @@ def test_inconsistent_videos_fail_before_anything_is_written(tiny_ucsd, tmp_path
     assert not path.exists()
 
 
-def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mtvad", *args], cwd=cwd, capture_output=True, text=True)
-
-
 def test_cli_reports_bad_input_in_one_line_with_a_non_zero_exit(tmp_path):
-    missing = run_cli("precompute", "ped2", "--data", str(tmp_path / "nope"), "--store", str(tmp_path / "s.zarr"))
+    missing = run_vad("precompute", "ped2", "--data", str(tmp_path / "nope"), "--store", str(tmp_path / "s.zarr"))
     assert missing.returncode == 1
     assert "nope" in missing.stderr and "UCSD_Anomaly_Dataset.tar.gz" in missing.stderr
     assert "Traceback" not in missing.stderr
@@ -191,7 +182,7 @@ def test_cli_reports_bad_input_in_one_line_with_a_non_zero_exit(tmp_path):
     notastore.mkdir()
     (notastore / "a.txt").write_text("keep")
     data = write_moving_ucsd(tmp_path / "ped2", n_train=1, n_test=1, n_frames=4)
-    refused = run_cli("precompute", "ped2", "--data", str(data), "--store", str(notastore), "--overwrite")
+    refused = run_vad("precompute", "ped2", "--data", str(data), "--store", str(notastore), "--overwrite")
     assert refused.returncode == 1 and "not a Zarr v3 store" in refused.stderr
     assert (notastore / "a.txt").read_text() == "keep"
 
@@ -199,28 +190,25 @@ def test_cli_reports_bad_input_in_one_line_with_a_non_zero_exit(tmp_path):
 def test_cli_builds_and_vad_store_info_shows_it(tmp_path):
     data = write_moving_ucsd(tmp_path / "ped2", n_train=1, n_test=1, n_frames=6)
     store = tmp_path / "s.zarr"
-    built = run_cli("precompute", "ped2", "--data", str(data), "--store", str(store), "--resolution", "32",
+    built = run_vad("precompute", "ped2", "--data", str(data), "--store", str(store), "--resolution", "32",
                     "--scheduler", "inprocess")
     assert built.returncode == 0, built.stderr
     assert "12 frames in 2 blocks of 2 videos" in built.stderr
-    again = run_cli("precompute", "ped2", "--data", str(data), "--store", str(store), "--resolution", "32",
+    again = run_vad("precompute", "ped2", "--data", str(data), "--store", str(store), "--resolution", "32",
                     "--scheduler", "inprocess")
     assert "complete already" in again.stderr
-    info = subprocess.run([sys.executable, "-m", "mtvad", "store", "info", str(store)], cwd=ROOT,
-                          capture_output=True, text=True)
+    info = run_vad("store", "info", str(store))
     assert info.returncode == 0, info.stderr
     for text in ("train 1 (6 frames)", "test 1 (6 frames)", "flow_mag", "uint16", "farneback", "complete",
                  open_store(store).fingerprint[:16]):
         assert text in info.stdout, text
     picture = tmp_path / "teachers.png"
-    shown = subprocess.run([sys.executable, "-m", "mtvad", "store", "show", str(store), "--video", "test/01",
-                            "--frames", "0,5", "--out", str(picture)], cwd=ROOT, capture_output=True, text=True)
+    shown = run_vad("store", "show", str(store), "--video", "test/01", "--frames", "0,5", "--out", str(picture))
     assert shown.returncode == 0, shown.stderr
     from PIL import Image
 
     with Image.open(picture) as im:
         assert im.size[0] > im.size[1] > 100  # five panels side by side, two rows
-    wrong = subprocess.run([sys.executable, "-m", "mtvad", "store", "show", str(store), "--frames", "6",
-                            "--out", str(tmp_path / "x.png")], cwd=ROOT, capture_output=True, text=True)
+    wrong = run_vad("store", "show", str(store), "--frames", "6", "--out", str(tmp_path / "x.png"))
     assert wrong.returncode == 1 and "test/01 has frames 0..5, not [6]" in wrong.stderr
     assert not (tmp_path / "x.png").exists()

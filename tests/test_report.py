@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from typer.testing import CliRunner
 
 from mtvad.cli.main import app
@@ -18,9 +16,9 @@ from mtvad.scoring.report import make_report, top_frames
 from mtvad.scoring.score import score
 from mtvad.scoring.scores_file import open_scores
 from mtvad.store.access import open_store
-from tests.scoring_stores import _one_thread, paths  # noqa: F401 (fixtures)
+from tests.conftest import one_line_error, run_vad
 
-ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
 
 
@@ -64,46 +62,33 @@ def test_top_frames_are_spaced_within_a_video():
     assert top_frames({"a": series["a"]}, 3, spacing=3) == [("a", 9, 9.0), ("a", 3, 7.0), ("a", 6, 1.0)]
 
 
-def _run(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # see one_torch_thread
-    return subprocess.run([sys.executable, "-m", "mtvad", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env=env)
-
-
 def test_cli_round_trip_score_eval_report(paths, tmp_path):
     scores = tmp_path / "scores.zarr"
-    r = _run("score", "--store", str(paths["store"]), "--checkpoint", str(paths["appearance"]), "--checkpoint",
+    r = run_vad("score", "--store", str(paths["store"]), "--checkpoint", str(paths["appearance"]), "--checkpoint",
              str(paths["motion"]), "--out", str(scores), "--maps", "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "scored appearance, motion" in r.stdout
     a, b = open_scores(scores), open_scores(paths["scores"])  # same checkpoints, same store: same scores
     assert np.allclose(a.row("test", "02", "motion")[0], b.row("test", "02", "motion")[0], equal_nan=True)
-    r = _run("eval", "--scores", str(scores), "--store", str(paths["store"]), "--json", str(tmp_path / "r.json"),
+    r = run_vad("eval", "--scores", str(scores), "--store", str(paths["store"]), "--out", str(tmp_path / "r.json"),
              "--window", "5")
     assert r.returncode == 0, r.stderr
     assert "micro AUC" in r.stdout and "macro AUC" in r.stdout
     results = json.loads((tmp_path / "r.json").read_text())
     assert results["postprocess"]["window"] == 5
-    r = _run("report", "--scores", str(scores), "--store", str(paths["store"]), "--out", str(tmp_path / "rep"),
+    r = run_vad("report", "--scores", str(scores), "--store", str(paths["store"]), "--out", str(tmp_path / "rep"),
              "--window", "5")
     assert r.returncode == 0, r.stderr
     assert set(_listed(tmp_path / "rep" / "index.html")) == _pngs(tmp_path / "rep")
 
 
-def _one_line_error(res) -> str:
-    assert res.exit_code == 1, res.output
-    lines = [l for l in res.output.splitlines() if l.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), res.output
-    return lines[0]
-
-
 def test_cli_refusals_are_one_line(paths, tmp_path):
-    line = _one_line_error(runner.invoke(app, ["score", "--store", str(paths["other"]), "--checkpoint",
+    line = one_line_error(runner.invoke(app, ["score", "--store", str(paths["other"]), "--checkpoint",
                                                str(paths["motion"]), "--out", str(tmp_path / "s.zarr")]))
     assert "fingerprint" in line and str(paths["motion"]) in line
-    line = _one_line_error(runner.invoke(app, ["report", "--scores", str(paths["scores"]), "--store",
+    line = one_line_error(runner.invoke(app, ["report", "--scores", str(paths["scores"]), "--store",
                                                str(paths["other"]), "--out", str(tmp_path / "rep")]))
     assert "fingerprint" in line
-    line = _one_line_error(runner.invoke(app, ["score", "--store", str(paths["store"]), "--checkpoint",
+    line = one_line_error(runner.invoke(app, ["score", "--store", str(paths["store"]), "--checkpoint",
                                                str(tmp_path / "nope.pt"), "--out", str(tmp_path / "s.zarr")]))
     assert "no checkpoint" in line

@@ -26,7 +26,9 @@ from mtvad.store.access import open_store
 from mtvad.store.schema import SCHEMA_VERSION
 from mtvad.students.checkpoint import load_student
 from mtvad.students.data import IMAGENET_MEAN, IMAGENET_STD
-from tests.scoring_stores import _one_thread, make_store, paths, train_one_step  # noqa: F401 (fixtures)
+from tests.stores import make_store, train_one_step
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # ----------------------------------------------------------------------------------------- smoothing
 
@@ -193,7 +195,7 @@ def test_checkpoint_of_another_store_is_refused(paths, tmp_path):
 
 def test_checkpoint_with_other_classes_is_refused(paths, tmp_path):
     # same teachers and resolution (same fingerprint), another class vocabulary
-    make_store(tmp_path / "two.zarr", n_test=1, n_classes=2)
+    make_store(tmp_path / "two.zarr", n_test=1, n_classes=2, masks=True)
     with pytest.raises(CheckpointError, match="classes"):
         score(str(tmp_path / "two.zarr"), [paths["appearance"]], tmp_path / "s.zarr", progress=False)
 
@@ -229,7 +231,7 @@ def test_a_store_without_labels_is_scored(paths, tmp_path):
 def test_scores_of_a_single_branch_after_seg_target_training(tmp_path):
     """The appearance branch trained on the segmentation of frame t (Table 2 'Seg') scores frames 1..T-1."""
     store_path = tmp_path / "s.zarr"
-    make_store(store_path, n_test=1, masks=False)
+    make_store(store_path, n_test=1, n_classes=3)
     train_one_step(store_path, tmp_path / "r", branch="appearance", target="seg")
     score(str(store_path), [tmp_path / "r" / "appearance" / "last.pt"], tmp_path / "o.zarr", progress=False)
     sf = open_scores(tmp_path / "o.zarr")

@@ -18,21 +18,16 @@ from mtvad.errors import StoreError
 from mtvad.store.access import create_store, open_store
 from mtvad.store.diff import diff_stores
 from mtvad.store.pack import pack_store, unpack_store
-from mtvad.store.schema import ARRAYS, CHECKSUMMED, digest
+from mtvad.store.schema import CHECKSUMMED, digest
 from mtvad.store.verify import verify_store
 from tests.conftest import write_moving_ucsd
-from tests.stores import make_random_store
+from tests.stores import make_store, store_arrays
 
 runner = CliRunner()
 
 
 def vad(*args: str):
     return runner.invoke(app, list(args))
-
-
-def all_arrays(url) -> dict[str, np.ndarray]:
-    store = open_store(url)
-    return {f"{v.key}/{name}": v.group[name][:] for v in store.videos() for name in ARRAYS if name in v.group}
 
 
 def files_of(folder: Path) -> dict[str, bytes]:
@@ -43,7 +38,7 @@ def files_of(folder: Path) -> dict[str, bytes]:
 def tiny(tmp_path_factory) -> Path:
     """A complete random store: 2 training videos (6, 7 frames), 1 test video, 3 classes, chunks of 4."""
     path = tmp_path_factory.mktemp("tiny") / "tiny.zarr"
-    make_random_store(path, n_train=2, n_frames=[6, 7], resolution=(32, 32), n_classes=3, chunk_frames=4)
+    make_store(path, n_train=2, n_frames=[6, 7], resolution=(32, 32), n_classes=3, chunk_frames=4)
     return path
 
 
@@ -52,17 +47,6 @@ def packed(tiny, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("packed") / "tiny.zip"
     pack_store(tiny, out)
     return out
-
-
-@pytest.fixture
-def one_thread():
-    """Tiny training runs: one torch thread (steadier than two on a shared 2-core machine)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 # ------------------------------------------------------------------------------------------- pack / unpack
@@ -74,7 +58,7 @@ def test_a_packed_store_reads_every_array_like_the_folder(tiny, packed):
     assert infos[0].filename == "zarr.json"
     assert {i.compress_type for i in infos} == {zipfile.ZIP_STORED}  # chunks are zstd already
     assert {i.filename for i in infos} == set(files_of(tiny))
-    expected, actual = all_arrays(tiny), all_arrays(packed)
+    expected, actual = store_arrays(tiny), store_arrays(packed)
     assert expected.keys() == actual.keys() and len(expected) == 3 * 7 + 1
     for key in expected:
         assert np.array_equal(expected[key], actual[key]), key
@@ -84,7 +68,8 @@ def test_a_packed_store_reads_every_array_like_the_folder(tiny, packed):
 
 def test_training_from_the_zip_gives_the_loss_curve_of_the_folder(tiny, packed, tmp_path, one_thread):
     from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig
-    from mtvad.students.data import StreamingDataset, branch_spec
+    from mtvad.students.branches import branch_spec
+    from mtvad.students.data import StreamingDataset
     from mtvad.students.train import train
 
     def config(store) -> TrainConfig:
@@ -130,7 +115,7 @@ def test_pack_refuses_an_existing_file_an_incomplete_store_and_writing_into_a_zi
         pack_store(tiny, packed)
     with pytest.raises(StoreError, match=r"must end in \.zip"):
         pack_store(tiny, tmp_path / "x.tar")
-    partial = make_random_store(tmp_path / "partial.zarr", n_train=1, n_test=0, complete=False).url
+    partial = make_store(tmp_path / "partial.zarr", n_train=1, n_test=0, complete=False).url
     with pytest.raises(StoreError, match="incomplete.*--allow-incomplete"):
         pack_store(partial, tmp_path / "partial.zip")
     pack_store(partial, tmp_path / "partial.zip", allow_incomplete=True)
@@ -191,7 +176,7 @@ def test_verify_finds_corrupted_and_missing_chunks_by_video_array_and_frames(tin
     assert found.pop(("test/01", "label", (0, 6))) == "missing"
     assert found == {} and not report.ok
     result = vad("store", "verify", str(path))
-    assert result.exit_code == 1
+    assert result.exit_code == 3  # damaged (1: could not run)
     assert "train/02/depth [frames 0-3]: missing" in result.output
     assert "test/01/flow_mag [frames 4-5]: corrupted (crc32" in result.output
     assert "4 problems" in result.output
@@ -276,7 +261,7 @@ def test_diff_says_whether_two_stores_are_interchangeable(tiny, packed, tmp_path
     assert same["interchangeable"] and same["contents"]["identical"] and same["reasons"] == []
     teachers = {role: {"name": "random", "version": "1", "params": {"k": 2} if role == "flow" else {},
                        "weights_sha256": None} for role in ("seg", "flow", "depth")}
-    other = make_random_store(tmp_path / "other.zarr", n_train=3, n_frames=[6, 8, 5], resolution=(32, 32),
+    other = make_store(tmp_path / "other.zarr", n_train=3, n_frames=[6, 8, 5], resolution=(32, 32),
                               n_classes=3, chunk_frames=4, teachers=teachers).url
     d = diff_stores(tiny, other)
     assert not d["interchangeable"]
@@ -286,7 +271,7 @@ def test_diff_says_whether_two_stores_are_interchangeable(tiny, packed, tmp_path
     params = next(f for f in d["fields"] if f["field"] == "flow params")
     assert params == {"field": "flow params", "a": {"k": None}, "b": {"k": 2}, "same": False}
     result = vad("store", "diff", str(tiny), str(other))
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 3, result.output  # different (1: could not run)
     for text in ("NOT interchangeable", "fingerprint differs", "train/03", "train/02: 7 vs 8 frames", "flow params"):
         assert text in result.output, text
     ok = vad("store", "diff", str(tiny), str(packed))
@@ -342,7 +327,7 @@ def test_precompute_to_s3_then_info_verify_read_train_pack_and_diff_from_it(s3, 
     store = open_store(url)
     store.require_complete()
     assert [v.key for v in store.videos()] == ["train/01", "train/02", "test/01"]
-    remote, here = all_arrays(url), all_arrays(local)
+    remote, here = store_arrays(url), store_arrays(local)
     assert remote.keys() == here.keys()
     for key in here:
         assert np.array_equal(remote[key], here[key]), key
@@ -374,7 +359,7 @@ def test_precompute_to_s3_then_info_verify_read_train_pack_and_diff_from_it(s3, 
 def test_remote_options_come_from_the_environment(s3, monkeypatch, tmp_path):
     import s3fs
 
-    make_random_store(tmp_path / "s.zarr", n_train=1, n_test=0)
+    make_store(tmp_path / "s.zarr", n_train=1, n_test=0)
     s3fs.S3FileSystem().put(str(tmp_path / "s.zarr"), "bucket/copied.zarr", recursive=True)
     assert verify_store("s3://bucket/copied.zarr").ok
     monkeypatch.delenv("AWS_ENDPOINT_URL_S3")

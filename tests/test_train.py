@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,23 +17,21 @@ from mtvad.store.access import open_store
 from mtvad.store.schema import SCHEMA_VERSION
 from mtvad.students.checkpoint import checkpoint_path, load_checkpoint, load_student
 from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+from mtvad.students.branches import appearance_batch, branch_spec, motion_batch
 from mtvad.students.data import (
     EpochBatchSampler,
     InMemoryDataset,
     StreamingDataset,
-    appearance_batch,
-    branch_spec,
     check_store,
     make_train_data,
-    motion_batch,
     normalise_frames,
 )
 from mtvad.students.loss import patch_loss
 from mtvad.students.models import build_model
 from mtvad.students.train import train
-from tests.stores import make_random_store
+from tests.conftest import run_vad
+from tests.stores import make_store
 
-ROOT = Path(__file__).resolve().parents[1]
 CPU = torch.device("cpu")
 
 
@@ -53,7 +48,7 @@ def config(store, out, branch="appearance", **kw) -> TrainConfig:
 @pytest.fixture(scope="module")
 def store_path(tmp_path_factory):
     path = tmp_path_factory.mktemp("stores") / "tiny.zarr"
-    make_random_store(path, n_train=2, n_frames=[6, 7], resolution=(32, 32), n_classes=3, chunk_frames=4)
+    make_store(path, n_train=2, n_frames=[6, 7], resolution=(32, 32), n_classes=3, chunk_frames=4)
     return path
 
 
@@ -171,7 +166,7 @@ def test_sample_order_depends_only_on_seed_and_epoch_and_can_skip_batches():
 
 def test_a_store_without_what_a_branch_needs_is_refused_by_name(tmp_path):
     path = tmp_path / "nodepth.zarr"
-    make_random_store(path, n_train=1, n_test=0, n_frames=5, drop_arrays=("depth",))
+    make_store(path, n_train=1, n_test=0, n_frames=5, drop_arrays=("depth",))
     store = open_store(path, validate=False)
     cfg = config(path, "u", branch="motion")
     with pytest.raises(StoreError, match=r"video train/01 lacks array 'depth', needed by the motion branch for "
@@ -181,7 +176,7 @@ def test_a_store_without_what_a_branch_needs_is_refused_by_name(tmp_path):
     check_store(store, branch_spec("motion", cfg, store.resolution), ["01"])  # no depth needed
     check_store(store, branch_spec("appearance", cfg, store.resolution), ["01"])
     partial = tmp_path / "partial.zarr"
-    make_random_store(partial, n_train=1, n_test=0, n_frames=6, complete=False)
+    make_store(partial, n_train=1, n_test=0, n_frames=6, complete=False)
     with pytest.raises(StoreError, match="train/01 is incomplete"):
         make_train_data(open_store(partial), "appearance", config(partial, "u"), CPU)
 
@@ -246,7 +241,7 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(store_path, branch):
 def test_resume_continues_at_the_same_step_with_the_same_optimizer_state(tmp_path):
     # motion on 2 videos of 4 frames: 6 samples, batch 2 -> 3 steps per epoch. 4 steps in one go, against
     # 2 steps (stopped inside epoch 1) + resume to 4: crosses the epoch end, where the lr is halved
-    store = make_random_store(tmp_path / "s.zarr", n_train=2, n_test=0, n_frames=4, n_classes=3)
+    store = make_store(tmp_path / "s.zarr", n_train=2, n_test=0, n_frames=4, n_classes=3)
     common = dict(motion__attention="final", optim__lr_step_epochs=1)
     train(config(store.url, tmp_path / "a", "motion", run__max_steps=4, **common), progress=False)
     train(config(store.url, tmp_path / "b", "motion", run__max_steps=2, **common), progress=False)
@@ -284,7 +279,7 @@ def test_checkpoint_holds_config_store_fingerprint_states_and_loads_weights_only
 
 def test_resume_refuses_another_store_fingerprint_and_changed_settings(trained, tmp_path):
     other = tmp_path / "other.zarr"
-    make_random_store(other, n_train=2, n_frames=[6, 7], resolution=(32, 32), n_classes=3,
+    make_store(other, n_train=2, n_frames=[6, 7], resolution=(32, 32), n_classes=3,
                       teachers={"seg": {"name": "another", "version": "2", "params": {}, "weights_sha256": None}})
     cfg = config(other, trained, run__max_steps=3)
     with pytest.raises(CheckpointError, match=r"last.pt: trained on store .* fingerprint .* but this store's "
@@ -339,10 +334,10 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(store_path
 
 def test_vad_train_cli_writes_checkpoints_and_reports_bad_input_in_one_line(store_path, tmp_path):
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "mtvad", "train", "--store", str(store_path), "--branch", "both", "--size", "32",
-           "--batch-size", "2", "--max-steps", "1", "--out", str(out), "--no-progress", "--attention", "skip",
-           "--streaming", "--workers", "1"]  # a loader process opening its own store handle
-    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    args = ["train", "--store", str(store_path), "--branch", "both", "--size", "32", "--batch-size", "2",
+            "--max-steps", "1", "--out", str(out), "--no-progress", "--attention", "skip",
+            "--streaming", "--workers", "1"]  # a loader process opening its own store handle
+    done = run_vad(*args)
     assert done.returncode == 0, done.stderr
     assert "appearance: step 1" in done.stdout and "motion: step 1" in done.stdout
     assert "streaming" in done.stderr
@@ -350,7 +345,7 @@ def test_vad_train_cli_writes_checkpoints_and_reports_bad_input_in_one_line(stor
         ckpt = load_checkpoint(checkpoint_path(out, branch))
         assert ckpt["step"] == 1 and ckpt["config"]["motion"]["attention"] == "skip"
     runner = CliRunner()  # the refusals in-process (a subprocess each would re-import torch)
-    again = runner.invoke(app, cmd[3:])
+    again = runner.invoke(app, args)
     assert again.exit_code == 1 and again.stderr.count("\n") == 1 and "pass --resume" in again.stderr
     bad = runner.invoke(app, ["train", "--store", str(tmp_path / "none.zarr")])
     assert bad.exit_code == 1 and "none.zarr: no store at this path" in bad.stderr
