@@ -252,6 +252,7 @@ def test_where_there_is_internet_missing_weights_are_downloaded_into_the_caches(
     assert len(fetched) == 2
 
 
+@pytest.mark.slow
 def test_precompute_with_the_paper_preset_exits_1_with_the_message_and_writes_no_store(tmp_path):
     data = write_moving_ucsd(tmp_path / "ped2", n_train=1, n_test=1, n_frames=4)
     store = tmp_path / "paper.zarr"

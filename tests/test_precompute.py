@@ -69,6 +69,7 @@ def test_store_matches_the_documented_contract_and_the_dataset(tiny_ucsd, refere
     assert "label" not in store.video("train", "01").group
 
 
+@pytest.mark.slow
 def test_dask_workers_write_the_same_arrays_as_one_process(tiny_ucsd, reference, tmp_path):
     path = tmp_path / "dask.zarr"
     result = build(tiny_ucsd, path, scheduler="local", workers=2)
@@ -97,10 +98,13 @@ def test_missing_blocks_are_recomputed_to_the_same_values(tiny_ucsd, reference, 
         video.group["flow_mag"][4:8] = 7  # garbage in a block that is not marked done
     result = build(tiny_ucsd, path, scheduler="inprocess")
     assert result.blocks_run == 4
-    for key, value in arrays_of(reference).items():
-        assert np.array_equal(value, arrays_of(path)[key]), key
+    expected, actual = arrays_of(reference), arrays_of(path)
+    assert expected.keys() == actual.keys()
+    for key, value in expected.items():
+        assert np.array_equal(value, actual[key]), key
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path):
     data = write_moving_ucsd(tmp_path / "ped2", n_train=3, n_test=2, n_frames=48, size=(96, 128))
     reference = tmp_path / "reference.zarr"
@@ -118,9 +122,16 @@ def test_killed_run_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path):
             done_at_kill = len(done)
             break
         time.sleep(0.005)
+    if proc.poll() is None and done_at_kill is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"fewer than 3 blocks written in 120 s: {proc.stderr.read().decode()[-500:]}")
     proc.wait()
-    assert done_at_kill is not None, f"run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
-    assert open_store(path).missing_blocks(), "the kill came too late to test a resume"
+    stderr = proc.stderr.read().decode()
+    if done_at_kill is None:
+        assert proc.returncode == 0, f"the run failed before it could be killed: {stderr[-500:]}"
+        pytest.skip("the run finished before it could be killed (this machine was too fast to test a resume)")
+    if not open_store(path).missing_blocks():
+        pytest.skip("the kill came after the last block was written: nothing left to resume")
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True)
     expected, actual = arrays_of(reference), arrays_of(path)
     assert expected.keys() == actual.keys()
@@ -157,10 +168,11 @@ def test_a_truncated_frame_is_named_and_completed_blocks_survive(tiny_ucsd, refe
     store = open_store(path)
     done = {v.key: v.blocks_done() for v in store.videos()}
     assert done["train/01"].all() and done["test/01"].all() and not done["test/02"][2]
+    actual = arrays_of(path)
     for key, value in arrays_of(reference).items():
         video = key.rsplit("/", 1)[0]
         if video != "test/02":
-            assert np.array_equal(value, arrays_of(path)[key]), key
+            assert np.array_equal(value, actual[key]), key
 
 
 def test_inconsistent_videos_fail_before_anything_is_written(tiny_ucsd, tmp_path):
@@ -173,6 +185,7 @@ def test_inconsistent_videos_fail_before_anything_is_written(tiny_ucsd, tmp_path
     assert not path.exists()
 
 
+@pytest.mark.slow
 def test_cli_reports_bad_input_in_one_line_with_a_non_zero_exit(tmp_path):
     missing = run_vad("precompute", "ped2", "--data", str(tmp_path / "nope"), "--store", str(tmp_path / "s.zarr"))
     assert missing.returncode == 1
@@ -187,6 +200,7 @@ def test_cli_reports_bad_input_in_one_line_with_a_non_zero_exit(tmp_path):
     assert (notastore / "a.txt").read_text() == "keep"
 
 
+@pytest.mark.slow
 def test_cli_builds_and_vad_store_info_shows_it(tmp_path):
     data = write_moving_ucsd(tmp_path / "ped2", n_train=1, n_test=1, n_frames=6)
     store = tmp_path / "s.zarr"

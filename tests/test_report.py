@@ -62,6 +62,7 @@ def test_top_frames_are_spaced_within_a_video():
     assert top_frames({"a": series["a"]}, 3, spacing=3) == [("a", 9, 9.0), ("a", 3, 7.0), ("a", 6, 1.0)]
 
 
+@pytest.mark.slow
 def test_cli_round_trip_score_eval_report(paths, tmp_path):
     scores = tmp_path / "scores.zarr"
     r = run_vad("score", "--store", str(paths["store"]), "--checkpoint", str(paths["appearance"]), "--checkpoint",

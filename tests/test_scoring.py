@@ -228,6 +228,7 @@ def test_a_store_without_labels_is_scored(paths, tmp_path):
     assert sf.label("test", "01") is None and not zarr.open_group(str(out), mode="r")["test/01"].attrs["has_labels"]
 
 
+@pytest.mark.slow
 def test_scores_of_a_single_branch_after_seg_target_training(tmp_path):
     """The appearance branch trained on the segmentation of frame t (Table 2 'Seg') scores frames 1..T-1."""
     store_path = tmp_path / "s.zarr"

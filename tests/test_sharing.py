@@ -66,6 +66,7 @@ def test_a_packed_store_reads_every_array_like_the_folder(tiny, packed):
     assert store.fingerprint == open_store(tiny).fingerprint and not store.missing_blocks()
 
 
+@pytest.mark.slow
 def test_training_from_the_zip_gives_the_loss_curve_of_the_folder(tiny, packed, tmp_path, one_thread):
     from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig
     from mtvad.students.branches import branch_spec
@@ -312,6 +313,7 @@ def s3():
     server.stop()
 
 
+@pytest.mark.slow
 def test_precompute_to_s3_then_info_verify_read_train_pack_and_diff_from_it(s3, tmp_path, one_thread):
     from mtvad.precompute.datasets import open_dataset
     from mtvad.precompute.jobs import precompute
@@ -356,6 +358,7 @@ def test_precompute_to_s3_then_info_verify_read_train_pack_and_diff_from_it(s3, 
     assert diff_stores(packed, local)["interchangeable"]
 
 
+@pytest.mark.slow
 def test_remote_options_come_from_the_environment(s3, monkeypatch, tmp_path):
     import s3fs
 

@@ -238,6 +238,7 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(store_path, branch):
     assert losses[-1] < 0.7 * losses[0], losses
 
 
+@pytest.mark.slow
 def test_resume_continues_at_the_same_step_with_the_same_optimizer_state(tmp_path):
     # motion on 2 videos of 4 frames: 6 samples, batch 2 -> 3 steps per epoch. 4 steps in one go, against
     # 2 steps (stopped inside epoch 1) + resume to 4: crosses the epoch end, where the lr is halved
@@ -312,6 +313,7 @@ def test_a_truncated_checkpoint_is_refused_naming_the_file(trained, store_path, 
         load_checkpoint(tmp_path / "missing.pt")
 
 
+@pytest.mark.slow
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(store_path, tmp_path, monkeypatch):
     calls = []
 
@@ -332,6 +334,7 @@ def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(store_path
     assert json.loads(log[-1])["event"] == "diverged"
 
 
+@pytest.mark.slow
 def test_vad_train_cli_writes_checkpoints_and_reports_bad_input_in_one_line(store_path, tmp_path):
     out = tmp_path / "run"
     args = ["train", "--store", str(store_path), "--branch", "both", "--size", "32", "--batch-size", "2",
