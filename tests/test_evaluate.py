@@ -10,7 +10,7 @@ import zarr
 from typer.testing import CliRunner
 
 from mtvad.cli.main import app
-from mtvad.scoring.evaluate import EvaluationError, evaluate
+from mtvad.scoring.evaluate import EvaluationError, evaluate, fmt
 from mtvad.scoring.metrics import eer, macro_auc, micro_auc, rates_at
 from mtvad.scoring.postprocess import PostConfig
 from mtvad.scoring.score import score
@@ -87,6 +87,56 @@ def test_pixel_auc_is_one_when_the_map_is_the_mask(paths, tmp_path):
     assert ev.results["pixel"]["size"] == [16, 16]
 
 
+def test_the_flow_baseline_finds_the_anomalous_square_by_pixel_and_by_frame(paths):
+    # the store's anomalous square moves ANOMALY_FLOW px faster than anything else (tests/stores.py): the teacher
+    # flow alone ranks its pixels above all others, and the frames that hold it above those that do not
+    r = evaluate(open_scores(paths["scores"]), open_store(paths["store"]), PostConfig(window=1, polyorder=0)).results
+    baseline = r["rows"][BASELINE]
+    assert baseline["pixel_auc"] > 0.99, baseline
+    assert baseline["micro_auc"] > 0.99 and baseline["eer"] < 0.05, baseline
+    assert r["pixel"]["anomalous_pixels"] == 64 * 4 * (7 + 6 + 8)  # the 8x8 square at 64x64, on counted frames
+
+
+def _with_maps(paths, tmp_path, appearance, motion):
+    """A copy of the scores file whose test maps are `appearance(mask)` and `motion(mask)` (mask: bool per frame)."""
+    import shutil
+
+    copy = tmp_path / "scores.zarr"
+    shutil.copytree(paths["scores"], copy)
+    store = open_store(paths["store"])
+    group = zarr.open_group(str(copy), mode="r+")
+    for vid in ("01", "02", "03"):
+        mask = store.video("test", vid).mask()
+        group[f"test/{vid}/appearance_map"][:] = appearance(mask).astype(np.float16)
+        group[f"test/{vid}/motion_map"][:] = motion(mask).astype(np.float16)
+    return open_scores(copy)
+
+
+def _per_pixel_training_mean(scores, branch):
+    """Eq. 4's score is a map's sum: the mean training score over the map's pixels is the mean per-pixel activation."""
+    values = np.concatenate([scores.row("train", v, branch)[0] for v in scores.video_ids("train")])
+    h, w = scores.attrs["map_sizes"][branch]
+    return np.nanmean(values) / (h * w)
+
+
+def test_the_fused_pixel_map_is_the_max_of_the_branch_maps_over_their_training_means(paths, tmp_path):
+    store, post = open_store(paths["store"]), PostConfig(window=5, polyorder=2)
+    both = _with_maps(paths, tmp_path / "a", lambda m: m, lambda m: 2 * m)  # both maps are the mask
+    auc = {row: m["pixel_auc"] for row, m in evaluate(both, store, post).results["rows"].items()}
+    assert auc["appearance"] == auc["motion"] == auc["fused"] == 1.0
+    # appearance: the mask; motion: its complement, scaled so that after division by the training means it is
+    # below (then above) the appearance map: the fused map follows the appearance map (then the motion map)
+    scores = open_scores(paths["scores"])
+    ratio = _per_pixel_training_mean(scores, "motion") / _per_pixel_training_mean(scores, "appearance")
+    for factor, fused in ((0.5, 1.0), (2.0, 0.0)):
+        sf = _with_maps(paths, tmp_path / str(factor), lambda m: m, lambda m: factor * ratio * ~m)
+        r = evaluate(sf, store, post).results
+        assert r["rows"]["appearance"]["pixel_auc"] == 1.0 and r["rows"]["motion"]["pixel_auc"] == 0.0
+        assert r["rows"]["fused"]["pixel_auc"] == fused, factor
+        assert r["pixel"]["per_pixel_training_mean"]["motion"] == pytest.approx(
+            _per_pixel_training_mean(scores, "motion"), rel=1e-6)
+
+
 def test_without_store_labels_come_from_the_scores_file_and_no_pixel_auc(paths):
     with_store = evaluate(open_scores(paths["scores"]), open_store(paths["store"]))
     without = evaluate(open_scores(paths["scores"]))
@@ -110,7 +160,13 @@ def test_vad_eval_prints_micro_and_macro_and_writes_json(paths, tmp_path):
     assert res.exit_code == 0, res.output
     assert "micro AUC" in res.output and "macro AUC" in res.output and "teacher flow only" in res.output
     assert "skips 1 video" in res.output and "03" in res.output
-    assert json.loads(out.read_text())["rows"]["fused"]["micro_auc"] is not None
+    written = json.loads(out.read_text())
+    expected = evaluate(open_scores(paths["scores"]), open_store(paths["store"])).results  # the command's defaults
+    assert written["rows"] == json.loads(json.dumps(expected["rows"])) and written["frames"] == expected["frames"]
+    for row, m in expected["rows"].items():  # each row printed with its numbers
+        printed = next(line for line in res.output.splitlines() if m["title"] in line)
+        for key in ("micro_auc", "macro_auc", "eer", "pixel_auc"):
+            assert fmt(m[key]) in printed, (row, key, printed)
 
 
 def test_vad_eval_refuses_a_store_without_labels_and_scores_of_another_store(paths, tmp_path):
@@ -131,7 +187,19 @@ def test_vad_eval_refuses_a_store_without_labels_and_scores_of_another_store(pat
     assert "odd" in line
 
 
-def test_evaluation_error_is_a_vad_error():
-    from mtvad.errors import VadError
-
-    assert issubclass(EvaluationError, VadError) and issubclass(ScoresError, VadError)
+def test_evaluation_and_scores_errors_are_one_line_refusals_of_every_command(paths, tmp_path):
+    # an EvaluationError raised deep in the pixel metrics and a ScoresError of a folder that is not a scores
+    # file: each command prints one 'error:' line and exits 1, no traceback
+    with pytest.raises(EvaluationError, match="pixel size must be >= 1"):
+        evaluate(open_scores(paths["scores"]), open_store(paths["store"]), pixel_size=0)
+    line = one_line_error(runner.invoke(app, ["eval", "--scores", str(paths["scores"]), "--store", str(paths["store"]),
+                                              "--pixel-size", "0"]))
+    assert "pixel size must be >= 1" in line
+    not_scores = tmp_path / "store_copy.zarr"
+    zarr.open_group(str(not_scores), mode="w").attrs["format"] = "something else"
+    with pytest.raises(ScoresError, match="not a vad scores file"):
+        open_scores(not_scores)
+    for command in (["eval", "--scores", str(not_scores)],
+                    ["report", "--scores", str(not_scores), "--store", str(paths["store"]), "--out", str(tmp_path / "r")]):
+        line = one_line_error(runner.invoke(app, command))
+        assert f"{not_scores}: not a vad scores file" in line, command
