@@ -133,6 +133,41 @@ def test_motion_target_is_the_flow_magnitude_masked_by_seg_and_the_context_is_co
     assert no_context is None and torch.allclose(unmasked[0, 0], torch.from_numpy(video.flow_mag(t)), atol=1e-6)
 
 
+# A uniform flow of 2 store px per frame in one direction, on a 32x32 store, resized to an input size (H, W):
+# the vector (dx, dy) becomes (dx * W / 32, dy * H / 32), so its magnitude 2 * sqrt((sx cos)^2 + (sy sin)^2)
+# and its direction (sx cos, sy sin) / norm, by hand:
+ANISOTROPIC = [  # angle (y down), input size, magnitude in input px, (|cos|, |sin|) of the input-pixel direction
+    (0.0, (64, 32), 2.0, (1.0, 0.0)),  # horizontal, only the height doubles: unchanged
+    (0.0, (32, 64), 4.0, (1.0, 0.0)),  # horizontal, the width doubles: doubles
+    (math.pi / 2, (64, 32), 4.0, (0.0, 1.0)),  # vertical, the height doubles: doubles
+    (math.pi / 2, (32, 64), 2.0, (0.0, 1.0)),
+    (math.pi / 4, (64, 32), 2 * math.sqrt(0.5 + 0.5 * 4), (1 / math.sqrt(5), 2 / math.sqrt(5))),  # (1, 2)/sqrt 5
+    (3 * math.pi / 4, (32, 64), 2 * math.sqrt(0.5 * 4 + 0.5), (2 / math.sqrt(5), 1 / math.sqrt(5))),
+    (math.pi / 4, (64, 64), 4.0, (math.sqrt(0.5), math.sqrt(0.5))),  # isotropic: x2 whatever the direction
+]
+
+
+@pytest.mark.parametrize("attention", ["off", "decoder"])
+@pytest.mark.parametrize("angle, size, magnitude, direction", ANISOTROPIC)
+def test_flow_magnitude_is_rescaled_per_axis_when_the_input_size_changes_the_aspect_ratio(tmp_path, attention, angle,
+                                                                                         size, magnitude, direction):
+    path = tmp_path / "uniform.zarr"
+    make_store(path, n_train=1, n_test=0, n_frames=3, fill={"flow_mag": 2.0, "flow_ang": angle, "seg": 1})
+    store = open_store(path)
+    assert np.allclose(store.video("train", "01").flow_ang(1), angle)  # a multiple of the stored angle step
+    cfg = config(path, "u", branch="motion", motion__attention=attention, motion__flow_target="raw",
+                 data__size=list(size))
+    data = InMemoryDataset(store, "train", ["01"], branch_spec("motion", cfg, store.resolution), 2)
+    _, context, target = motion_batch(data.__getitems__([0]), cfg, cfg.data.size, CPU)
+    assert target.shape == (1, 1, *size)
+    assert torch.allclose(target, torch.full_like(target, magnitude), atol=1e-4), (target.min(), target.max())
+    if attention == "off":
+        assert context is None
+    else:
+        assert torch.allclose(context[0, 0], torch.full(size, direction[0]), atol=1e-4)
+        assert torch.allclose(context[0, 1], torch.full(size, direction[1]), atol=1e-4)
+
+
 @pytest.mark.parametrize("branch", ["appearance", "motion"])
 def test_streaming_and_in_memory_give_the_same_batches(store_path, branch):
     store = open_store(store_path)
@@ -187,6 +222,16 @@ def test_streaming_loader_with_worker_processes_reads_the_store(store_path):
     assert isinstance(data.dataset, StreamingDataset) and not data.in_memory
     batches = list(data.loader)
     assert len(batches) == len(data.sampler) == 4 and batches[0]["frames"].shape == (2, 2, 32, 32, 3)
+    # the worker process read the samples the sampler asked for, in its order: those of the in-memory dataset
+    order = list(data.sampler)  # the same epoch: the same order
+    assert sorted(i for batch in order for i in batch) == sorted(set(i for batch in order for i in batch))
+    memory = InMemoryDataset(open_store(store_path), "train", ["01", "02"],
+                             branch_spec("appearance", cfg, (32, 32)), 3)
+    for indices, batch in zip(order, batches):
+        expected = memory.__getitems__(indices)
+        assert batch.keys() == expected.keys()
+        for key, value in expected.items():
+            assert torch.equal(batch[key], value), (indices, key)
 
 
 # ------------------------------------------------------------------------------------------------ config
