@@ -1,6 +1,27 @@
 """Teacher quality on real footage (needs ../shared): `make bench-teachers`.
 
-Segmentation teachers, at the store resolution, on Ped2:
+Two sections (`--section motion|classes|all`).
+
+**motion** (needs only ../shared/data/ped2): the model-free segmentation teachers as masks of what moves, at
+the store resolution 256x256, with Farneback flow (the flow teacher's defaults) computed here on the same
+resized frames:
+- moving recall: share of training pixels moving more than 1 px/frame (and 0.5) that the teacher marks;
+- static false foreground: share of training pixels that never move more than 0.25 px/frame in their video
+  (flow of every frame pair) marked foreground;
+- foreground area (share of the frame) and flow energy inside the mask (sum of flow magnitude inside / all),
+  on training frames;
+- anomaly recall per test video 01-06 (pixel masks);
+- pseudo-classes (`motion-shapes`): the share of each class among anomaly pixels, among normal moving pixels
+  of the test videos (> 1 px/frame, outside the masks) and among moving training pixels; and among object
+  blobs (before the halo) that overlap an anomaly mask vs the other test blobs;
+- frames/s of the teacher's call (one thread, its own flow included; per-video fitting excluded), and the
+  seconds of the dataset-level fit on the 16 training videos.
+Frames are subsampled (`--step`, default every 2nd frame from frame 1; the static mask uses every frame).
+The dataset-level fit of `motion-shapes` sees the training videos only; the test labels are read only to
+score.
+
+**classes** (needs a store built with the flow teacher, `--store`, and the models in ../shared/models):
+segmentation teachers, at the store resolution, on Ped2:
 - anomaly recall: share of ground-truth anomaly-mask pixels (test videos 01-06) marked foreground;
 - moving recall: share of moving pixels (training videos; Farneback magnitude above 0.5 px/frame, read from
   a store built with the flow teacher) marked foreground; Farneback spreads motion a few pixels around
@@ -31,7 +52,9 @@ from mtvad.precompute.datasets import open_dataset
 from mtvad.precompute.teachers.background import BackgroundSegmentation
 from mtvad.precompute.teachers.base import Teacher, fit_indices
 from mtvad.precompute.teachers.deeplab import OBJECT_ID, DeepLabSegmentation
+from mtvad.precompute.teachers.farneback import Farneback
 from mtvad.precompute.teachers.ground_plane import GroundPlaneDepth
+from mtvad.precompute.teachers.motion_seg import MotionShapeSegmentation
 from mtvad.precompute.teachers.pydnet import PyDNetDepth
 from mtvad.store.access import open_store
 
@@ -73,19 +96,153 @@ def run_seg(teacher: Teacher, video, frames_idx: np.ndarray, resolution) -> tupl
     return seg, time.perf_counter() - t0
 
 
+MOVING_FAST = 1.0  # px/frame: the motion section's moving pixels
+
+
+def motion_section(ped2: Path, step: int, resolution=(256, 256)) -> dict:
+    """The motion section's numbers (see the module docstring)."""
+    dataset = open_dataset("ped2", ped2)
+    train = list(dataset.videos("train"))
+    test = [v for v in dataset.videos("test") if v.masks is not None]
+    flow_teacher = Farneback()
+    t0 = time.perf_counter()
+    fit = MotionShapeSegmentation().fit_dataset(train, resolution)  # the job's dataset-level stage
+    fit_seconds = time.perf_counter() - t0
+    teachers: dict[str, Teacher] = {
+        "background (cpu preset)": BackgroundSegmentation(),
+        "motion-shapes (cpu-motion preset)": MotionShapeSegmentation(fit=fit),
+        "motion-shapes, objects only (halo=False)": MotionShapeSegmentation(fit=fit, halo=False),
+    }
+    shaped, objects = "motion-shapes (cpu-motion preset)", "motion-shapes, objects only (halo=False)"
+    k = len(fit["centres"])
+    acc = {name: {"moving_hit": 0, "moving": 0, "slow_hit": 0, "slow": 0, "static_hit": 0, "static": 0,
+                  "fg": 0, "pixels": 0, "energy_in": 0.0, "energy": 0.0, "seconds": 0.0, "frames": 0,
+                  "anomaly": {}} for name in teachers}
+    shares = {key: np.zeros(k + 1) for key in ("anomaly", "test_normal_moving", "train_moving")}
+    blob_shares = {key: np.zeros(k + 1) for key in ("anomaly_blobs", "other_test_blobs")}
+    for video in train + test:
+        frames = resize_frames(video.read(0, video.n_frames), resolution)
+        idx = np.arange(1, video.n_frames, step)
+        if video.split == "train":
+            mag = flow_teacher(frames, 0)["flow_mag"]  # every frame: the static mask needs them
+            static = mag[1:].max(axis=0) < STATIC
+            mag = mag[idx]
+        else:
+            mag = np.stack([flow_teacher(frames[t - 1:t + 1], 1)["flow_mag"][0] for t in idx])
+            mask = resize_masks(video.read_masks(0, video.n_frames)[idx], resolution)
+        moving = mag > MOVING_FAST
+        segs = {}
+        for name, teacher in teachers.items():
+            state = teacher.fit_video(frames[fit_indices(video.n_frames, teacher.fit_frames)])
+            t0 = time.perf_counter()
+            if teacher.context:
+                segs[name] = np.concatenate([teacher(frames[t - 1:t + 1], 1, state)["seg"] for t in idx])
+            else:
+                segs[name] = teacher(frames[idx], 0, state)["seg"]
+            acc[name]["seconds"] += time.perf_counter() - t0
+            acc[name]["frames"] += len(idx)
+        for name, seg in segs.items():
+            a = acc[name]
+            fg = seg > 0
+            if video.split == "train":
+                a["moving_hit"] += int(fg[moving].sum())
+                a["moving"] += int(moving.sum())
+                a["slow_hit"] += int(fg[mag > MOVING].sum())
+                a["slow"] += int((mag > MOVING).sum())
+                a["static_hit"] += int(fg[:, static].sum())
+                a["static"] += int(static.sum()) * len(idx)
+                a["fg"] += int(fg.sum())
+                a["pixels"] += fg.size
+                a["energy_in"] += float(mag[fg].sum())
+                a["energy"] += float(mag.sum())
+            else:
+                a["anomaly"][video.id] = [int(fg[mask].sum()), int(mask.sum())]
+            if name != shaped:
+                continue
+            if video.split == "train":
+                shares["train_moving"] += np.bincount(seg[moving & fg], minlength=k + 1)
+            else:
+                shares["anomaly"] += np.bincount(seg[mask & fg], minlength=k + 1)
+                shares["test_normal_moving"] += np.bincount(seg[moving & ~mask & fg], minlength=k + 1)
+                for blobs, anomaly in zip(segs[objects], mask):
+                    count_blobs(blobs, anomaly, blob_shares)
+        print(video.split, video.id, flush=True)
+    results = {"fit": fit, "fit_seconds": fit_seconds, "step": step, "teachers": {}, "class_shares": {},
+               "classes": MotionShapeSegmentation(fit=fit).classes}
+    for name, a in acc.items():
+        results["teachers"][name] = {
+            "moving_recall": a["moving_hit"] / a["moving"], "moving_recall_0.5": a["slow_hit"] / a["slow"],
+            "static_false_foreground": a["static_hit"] / a["static"], "foreground_area": a["fg"] / a["pixels"],
+            "flow_energy_inside": a["energy_in"] / a["energy"], "fps": a["frames"] / a["seconds"],
+            "anomaly_recall": {vid: hit / max(total, 1) for vid, (hit, total) in sorted(a["anomaly"].items())},
+        }
+    for key, counts in {**shares, **blob_shares}.items():
+        results["class_shares"][key] = (counts[1:] / max(counts[1:].sum(), 1)).tolist()
+    return results
+
+
+def count_blobs(seg: np.ndarray, mask: np.ndarray, out: dict) -> None:
+    """Per class, the object blobs of one frame's segmentation that overlap the anomaly mask, and the others."""
+    import cv2
+
+    n, labels = cv2.connectedComponents((seg > 0).astype(np.uint8), connectivity=8)
+    for blob in range(1, n):
+        inside = labels == blob
+        cls = int(np.bincount(seg[inside]).argmax())
+        out["anomaly_blobs" if mask[inside].any() else "other_test_blobs"][cls] += 1
+
+
+def print_motion(r: dict) -> None:
+    ids = sorted(next(iter(r["teachers"].values()))["anomaly_recall"])
+    print(f"\nmotion section: one frame in {r['step']} from frame 1 (static mask: every frame); dataset-level "
+          f"fit {r['fit_seconds']:.1f} s on the training videos, flow threshold {r['fit']['flow_threshold']:.3g} "
+          "px/frame")
+    print("\n| teacher | moving recall (> 1 / > 0.5 px/frame) | static false fg | fg area | flow energy inside | "
+          + " | ".join(f"anomaly recall {v}" for v in ids) + " | frames/s |")
+    print("|---|---|---|---|---|" + "---|" * len(ids) + "---|")
+    for name, t in r["teachers"].items():
+        print(f"| {name} | {100 * t['moving_recall']:.1f}% / {100 * t['moving_recall_0.5']:.1f}% | "
+              f"{100 * t['static_false_foreground']:.2f}% | {100 * t['foreground_area']:.1f}% | "
+              f"{100 * t['flow_energy_inside']:.1f}% | "
+              + " | ".join(f"{100 * t['anomaly_recall'][v]:.1f}%" for v in ids) + f" | {t['fps']:.1f} |")
+    rows = {"anomaly": "anomaly pixels (test 01-06)", "test_normal_moving": "normal moving pixels (test, > 1 px)",
+            "train_moving": "moving pixels (train, > 1 px)", "anomaly_blobs": "object blobs on an anomaly",
+            "other_test_blobs": "other object blobs (test)"}
+    names = [r["classes"][c] for c in range(1, len(r["fit"]["centres"]) + 1)]
+    print("\n| share of each pseudo-class among | " + " | ".join(names) + " |")
+    print("|---|" + "---|" * len(names))
+    for key, label in rows.items():
+        print(f"| {label} | " + " | ".join(f"{100 * v:.1f}%" for v in r["class_shares"][key]) + " |")
+
+
 def main() -> None:
     import cv2
-    from scipy.stats import spearmanr
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--section", choices=("all", "motion", "classes"), default="all")
     parser.add_argument("--ped2", type=Path, default=SHARED / "data" / "ped2")
     parser.add_argument("--models", type=Path, default=SHARED / "models")
     parser.add_argument("--store", type=Path, default=Path("stores/ped2.zarr"),
-                        help="a store of the same footage built with the farneback flow teacher")
-    parser.add_argument("--frames", type=int, default=12, help="frames sampled per video")
+                        help="classes section: a store of the same footage built with the farneback flow teacher")
+    parser.add_argument("--frames", type=int, default=12, help="classes section: frames sampled per video")
+    parser.add_argument("--step", type=int, default=2, help="motion section: every STEP-th frame")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     cv2.setNumThreads(1)
+    results: dict = {}
+    if args.section in ("all", "motion"):
+        results["motion"] = motion_section(args.ped2, args.step)
+        print_motion(results["motion"])
+    if args.section in ("all", "classes"):
+        results.update(classes_section(args))
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+def classes_section(args) -> dict:
+    import cv2
+    from scipy.stats import spearmanr
+
     store = open_store(args.store)
     res = store.resolution
     dataset = open_dataset("ped2", args.ped2)
@@ -167,8 +324,7 @@ def main() -> None:
     print("\n| depth teacher | Spearman(blob height, depth) | frames/s |\n|---|---|---|")
     for name, r in results["depth"].items():
         print(f"| {name} | {r['size_depth_spearman']:.2f} (mean of {r['videos']} videos) | {r['fps']:.1f} |")
-    if args.json:
-        args.json.write_text(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":

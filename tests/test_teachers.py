@@ -75,7 +75,7 @@ def test_ground_plane_depth_is_a_ramp_from_far_top_to_near_bottom():
 def test_registry_errors_name_what_is_known():
     with pytest.raises(TeacherError, match="unknown teacher 'nope'; known teachers: background, deeplab, farneback"):
         build_teacher("nope")
-    with pytest.raises(TeacherError, match="unknown preset 'gpu'; known presets: cpu, cpu-classes, paper"):
+    with pytest.raises(TeacherError, match="unknown preset 'gpu'; known presets: cpu, cpu-classes, cpu-motion, paper"):
         resolve_preset("gpu")
     with pytest.raises(TeacherError, match=r"no parameter\(s\) \['winsise'\]"):
         build_teacher("farneback", {"winsise": 3})

@@ -1,11 +1,14 @@
 """The precompute job: plan the blocks a store still lacks, run them on Dask, show progress.
 
 1. Validate every video of the dataset (frame counts, sizes, labels) before anything is written.
-2. Create or reopen the store (a store built by other teachers is refused unless `overwrite`), create
-   every video's arrays up front, write frame labels.
-3. Submit one task per video x block that is not yet marked done (`blocks_done`), after one task per
+2. Fit the teachers that model the whole dataset (`Teacher.fit_dataset`, on the training videos) unless
+   the store being resumed recorded their fit: the fit becomes the teacher's parameter `fit`, so it is in
+   the fingerprint, and the root attribute `dataset_fit` says what it was fitted on.
+3. Create or reopen the store (a store built by other teachers or another fit is refused unless
+   `overwrite`), create every video's arrays up front, write frame labels.
+4. Submit one task per video x block that is not yet marked done (`blocks_done`), after one task per
    video that fits per-video teacher state (a background model), if a teacher needs one.
-4. Each task writes only whole chunks of its own block and marks the block done last, so a run killed at
+5. Each task writes only whole chunks of its own block and marks the block done last, so a run killed at
    any moment resumes to the same arrays, and a finished store is a no-op.
 """
 
@@ -35,6 +38,7 @@ SCHEDULER_INPROCESS = "inprocess"  # no Dask: run the tasks one by one in this p
 class Plan:
     videos: list[Video]
     tasks: list[tuple[Video, int, int]] = field(default_factory=list)  # (video, block, frames)
+    specs: TeacherSpecs = field(default_factory=dict)  # the teachers the tasks run, dataset-level fits filled in
 
     @property
     def frames(self) -> int:
@@ -68,16 +72,20 @@ def build_description(specs: TeacherSpecs, resolution: tuple[int, int], chunk_fr
 def plan_store(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolution=DEFAULT_RESOLUTION,
                chunk_frames: int = DEFAULT_CHUNK_FRAMES, overwrite: bool = False,
                storage_options: dict | None = None) -> Plan:
-    build, classes = build_description(specs, tuple(resolution), chunk_frames)
+    build_description(specs, tuple(resolution), chunk_frames)  # unknown teachers, missing roles: fail first
     videos = list(dataset.videos())
     if not videos:
         raise DatasetError(f"{dataset.root}: no videos found for dataset {dataset.name!r}")
     sizes = {v.split + "/" + v.id: v.validate() for v in videos}  # fails before anything is written
+    specs, fits = fit_dataset_teachers(dataset.name, videos, specs, store_url, tuple(resolution),
+                                       overwrite=overwrite, storage_options=storage_options)
+    build, classes = build_description(specs, tuple(resolution), chunk_frames)
+    extra = {"pipeline_version": pipeline_version, "source_root": str(dataset.root), "built_by": _built_by()}
+    if fits:
+        extra["dataset_fit"] = fits
     store = create_store(store_url, dataset=dataset.name, build=build, classes=classes, overwrite=overwrite,
-                         storage_options=storage_options,
-                         extra={"pipeline_version": pipeline_version, "source_root": str(dataset.root),
-                                "built_by": _built_by()})
-    plan = Plan(videos)
+                         storage_options=storage_options, extra=extra)
+    plan = Plan(videos, specs=specs)
     for video in videos:
         target = store.create_video(video.split, video.id, n_frames=video.n_frames,
                                     has_labels=video.labels is not None, has_masks=video.masks is not None,
@@ -89,6 +97,72 @@ def plan_store(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolut
             start = block * chunk_frames
             plan.tasks.append((video, block, min(start + chunk_frames, video.n_frames) - start))
     return plan
+
+
+def training_signature(videos: list[Video]) -> list[list]:
+    """What a dataset-level fit saw: [id, frames] of every training video."""
+    return [[v.id, v.n_frames] for v in videos if v.split == "train"]
+
+
+def fit_dataset_teachers(dataset: str, videos: list[Video], specs: TeacherSpecs, store_url: str,
+                         resolution: tuple[int, int], *, overwrite: bool = False,
+                         storage_options: dict | None = None) -> tuple[TeacherSpecs, dict]:
+    """(specs with every dataset-level fit filled in, the `dataset_fit` root attribute: per fitted role, the
+    teacher, the training videos it saw and the seconds the fit took).
+
+    A teacher given a `fit` keeps it. Otherwise, unless `overwrite`, the fit recorded by the store at
+    `store_url` is reused when that store was built from the same dataset and training videos at the same
+    resolution with the same teacher (name, version, every other parameter): resuming never refits, and a
+    finished store stays a no-op. Else the teacher is fitted on the training videos now."""
+    todo = {role: (name, params) for role, (name, params) in specs.items()
+            if build_teacher(name, params).needs_dataset_fit}
+    if not todo:
+        return specs, {}
+    from mtvad.store.locations import path_state, storage_options_from_env
+
+    storage_options = storage_options_from_env(store_url, storage_options)
+    if path_state(store_url, storage_options) in ("file", "zip", "other"):
+        return specs, {}  # not a place to build a store: create_store says why, without a fit first
+    train = [v for v in videos if v.split == "train"]
+    signature = training_signature(videos)
+    recorded = {} if overwrite else _recorded_fits(store_url, storage_options, dataset, resolution, signature)
+    fitted, fits = dict(specs), {}
+    for role, (name, params) in todo.items():
+        old, seconds = recorded.get(role, (None, None))
+        unfitted = build_teacher(name, params).describe()  # what the store's teacher must be, but for its fit
+        if old is not None and {**old, "params": {**old["params"], "fit": {}}} == unfitted:
+            fit = old["params"]["fit"]
+        else:
+            t0 = time.perf_counter()
+            fit = build_teacher(name, params).fit_dataset(train, resolution)
+            seconds = round(time.perf_counter() - t0, 1)
+        fitted[role] = (name, {**params, "fit": fit})
+        fits[role] = {"teacher": name, "train_videos": signature, "seconds": seconds}
+    return fitted, fits
+
+
+def _recorded_fits(store_url: str, storage_options, dataset: str, resolution: tuple[int, int],
+                   signature: list[list]) -> dict[str, tuple[dict, Any]]:
+    """role -> (recorded description, fit seconds) of each dataset-fitted teacher of an existing store whose
+    dataset, resolution and training videos are these ({} when there is no such store)."""
+    from mtvad.errors import StoreError
+    from mtvad.store.access import open_store
+    from mtvad.store.locations import path_state
+
+    if path_state(store_url, storage_options) != "zarr":
+        return {}
+    try:
+        attrs = open_store(store_url, storage_options=storage_options, validate=False).attrs
+    except StoreError:
+        return {}  # create_store says what is wrong with it
+    if attrs.get("dataset") != dataset or list(attrs.get("resolution", [])) != list(resolution):
+        return {}
+    found = {}
+    for role, info in (attrs.get("dataset_fit") or {}).items():
+        teacher = (attrs.get("teachers") or {}).get(role)
+        if teacher and info.get("train_videos") == signature and (teacher.get("params") or {}).get("fit"):
+            found[role] = (teacher, info.get("seconds"))
+    return found
 
 
 def _built_by() -> str:
@@ -113,7 +187,7 @@ def precompute(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolut
     if plan.tasks:
         with _progress(plan, enabled=progress) as advance:
             runner = _run_inprocess if scheduler == SCHEDULER_INPROCESS else _run_dask
-            runner(plan, store_url, specs, storage_options, advance, scheduler=scheduler, workers=workers)
+            runner(plan, store_url, plan.specs, storage_options, advance, scheduler=scheduler, workers=workers)
     return Result(store_url, len(plan.videos), len(plan.tasks), plan.frames, time.perf_counter() - t0)
 
 

@@ -1,10 +1,11 @@
 """Teacher registry and presets.
 
 A preset names one teacher per role. `cpu` needs no download and runs anywhere; `cpu-classes` adds
-classes from a small TFLite DeepLab model on a CPU; `paper` is the paper's
-teachers (Mask R-CNN on COCO, Farneback, MiDaS DPT-Hybrid), which need their weights (resolved in
-`mtvad.precompute.teachers.weights`; where to get them: docs/teachers.md, "Getting the weights") and run on a
-GPU where there is one.
+classes from a small TFLite DeepLab model on a CPU; `cpu-motion` (no download either) finds moving objects
+with a background model and flow and gives them shape pseudo-classes fitted on the training videos
+(`motion_seg.py`); `paper` is the paper's teachers (Mask R-CNN on COCO, Farneback, MiDaS DPT-Hybrid), which
+need their weights (resolved in `mtvad.precompute.teachers.weights`; where to get them: docs/teachers.md,
+"Getting the weights") and run on a GPU where there is one.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from mtvad.precompute.teachers.farneback import Farneback
 from mtvad.precompute.teachers.ground_plane import GroundPlaneDepth
 from mtvad.precompute.teachers.maskrcnn import MaskRCNN
 from mtvad.precompute.teachers.midas import Midas
+from mtvad.precompute.teachers.motion_seg import MotionShapeSegmentation
 from mtvad.precompute.teachers.pydnet import PyDNetDepth
 
 TEACHERS: dict[str, type[Teacher]] = {}
@@ -30,7 +32,8 @@ def register(cls: type[Teacher]) -> type[Teacher]:
     return cls
 
 
-for _cls in (Farneback, BackgroundSegmentation, GroundPlaneDepth, MaskRCNN, Midas, DeepLabSegmentation, PyDNetDepth):
+for _cls in (Farneback, BackgroundSegmentation, GroundPlaneDepth, MaskRCNN, Midas, DeepLabSegmentation, PyDNetDepth,
+             MotionShapeSegmentation):
     register(_cls)
 
 # role -> (teacher name, parameters)
@@ -40,6 +43,8 @@ PRESETS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     # class-aware on a CPU: background-model extents, DeepLab classes (needs the TFLite file and runtime)
     "cpu-classes": {"seg": ("deeplab", {"gate": "background"}), "flow": ("farneback", {}),
                     "depth": ("ground-plane", {})},
+    # no download: movers found by background model + flow, K shape pseudo-classes fitted on the training videos
+    "cpu-motion": {"seg": ("motion-shapes", {}), "flow": ("farneback", {}), "depth": ("ground-plane", {})},
 }
 
 

@@ -11,11 +11,18 @@ A teacher turns a block of frames (uint8 RGB at the store resolution) into the a
 Teachers that need frames before the block (flow: the previous frame) say so with `context`; teachers that
 need a per-video model (a background model) fit it on `fit_frames` evenly spaced frames of the video with
 `fit_video`. Heavy models load in `load()`, called once per worker process (`loaded_teacher`).
+
+Teachers that need a model of the whole dataset (`dataset_fit = True`: shape classes, a flow threshold) take
+it as their parameter `fit` (a JSON dict): when it is empty the job calls `fit_dataset` once, on the
+training videos, before any block, and every task builds the teacher with the result. So the fit is a
+parameter like any other: in the store's `teachers` and fingerprint (a store never mixes two fits), and a
+resumed store reuses the fit it recorded (`jobs.fit_dataset_teachers`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -39,6 +46,7 @@ class Teacher:
     fit_frames: ClassVar[int] = 0
     classes: ClassVar[dict[int, str]] = {}  # seg teachers: class vocabulary, 0 = background
     path_params: ClassVar[tuple[str, ...]] = ()  # where a weights file lies: not recorded (its sha256 is)
+    dataset_fit: ClassVar[bool] = False  # fitted on the training videos (`fit_dataset`) into the parameter `fit`
 
     def __init__(self, **params: Any):
         fields = {f.name for f in dataclasses.fields(self.Params)}
@@ -68,6 +76,16 @@ class Teacher:
     def fit_video(self, sample: np.ndarray) -> Any:
         """Per-video state from `fit_frames` evenly spaced frames (n, H, W, 3); None if not needed."""
         return None
+
+    @property
+    def needs_dataset_fit(self) -> bool:
+        """True when the job must run `fit_dataset` before any block (a dataset-fitted teacher, not fitted yet)."""
+        return self.dataset_fit and not getattr(self.params, "fit", None)
+
+    def fit_dataset(self, videos: Sequence[Any], resolution: tuple[int, int]) -> dict[str, Any]:
+        """The dataset-level fit (JSON-able dict, becomes the parameter `fit`) from the training videos
+        (`datasets.base.Video`), read at the store resolution."""
+        raise NotImplementedError
 
     def __call__(self, frames: np.ndarray, n_context: int, state: Any = None) -> dict[str, np.ndarray]:
         """Outputs for frames[n_context:]. `n_context` <= `context` (less at the start of a video)."""
