@@ -257,10 +257,13 @@ def test_resume_is_a_no_op_that_reuses_the_recorded_fit(scenes, tmp_path, monkey
         video.group["blocks_done"][1] = 0
         video.group["seg"][4:8] = 7  # garbage in a block that is not marked done
     assert build(scenes, partial).blocks_run == 3
+    resumed = store_arrays(partial)
+    assert resumed.keys() == reference.keys()
     for key, value in reference.items():
-        assert np.array_equal(value, store_arrays(partial)[key]), key
+        assert np.array_equal(value, resumed[key]), key
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path):
     data = write_scenes(tmp_path / "ped2", train_seeds=(1, 2, 3), test_seeds=(11, 12), n_frames=32)
     reference = tmp_path / "reference.zarr"
@@ -280,9 +283,16 @@ def test_killed_run_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path):
             done_at_kill = True
             break
         time.sleep(0.005)
+    if proc.poll() is None and not done_at_kill:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"fewer than 3 blocks written in 180 s: {proc.stderr.read().decode()[-500:]}")
     proc.wait()
-    assert done_at_kill, f"run ended before it could be killed: {proc.stderr.read().decode()[-500:]}"
-    assert open_store(path).missing_blocks(), "the kill came too late to test a resume"
+    stderr = proc.stderr.read().decode()
+    if not done_at_kill:
+        assert proc.returncode == 0, f"the run failed before it could be killed: {stderr[-500:]}"
+        pytest.skip("the run finished before it could be killed (this machine was too fast to test a resume)")
+    if not open_store(path).missing_blocks():
+        pytest.skip("the kill came after the last block was written: nothing left to resume")
     subprocess.run(cmd, cwd=ROOT, check=True, capture_output=True, env=env)
     assert open_store(path).fingerprint == open_store(reference).fingerprint  # the same fit
     expected, actual = store_arrays(reference), store_arrays(path)

@@ -63,6 +63,7 @@ def distributions_of(modules: set[str]) -> dict[str, set[str]]:
     return {m: {norm(d) for d in known.get(m, [])} for m in modules}
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch: seconds
 def test_importing_the_light_half_and_its_commands_loads_nothing_of_the_heavy_half():
     code = f"""
 import json, sys
