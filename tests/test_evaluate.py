@@ -195,6 +195,11 @@ def test_evaluation_and_scores_errors_are_one_line_refusals_of_every_command(pat
     line = one_line_error(runner.invoke(app, ["eval", "--scores", str(paths["scores"]), "--store", str(paths["store"]),
                                               "--pixel-size", "0"]))
     assert "pixel size must be >= 1" in line
+    # the report refuses the bad option too, rather than writing a page that says "no evaluation"
+    report_dir = tmp_path / "refused"
+    line = one_line_error(runner.invoke(app, ["report", "--scores", str(paths["scores"]), "--store",
+                                              str(paths["store"]), "--out", str(report_dir), "--pixel-size", "0"]))
+    assert "pixel size must be >= 1" in line and not report_dir.exists()
     not_scores = tmp_path / "store_copy.zarr"
     zarr.open_group(str(not_scores), mode="w").attrs["format"] = "something else"
     with pytest.raises(ScoresError, match="not a vad scores file"):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 import mtvad.scoring.report as report_module
 from mtvad.cli.main import app
-from mtvad.scoring.evaluate import ROW_TITLES, evaluate, fmt
+from mtvad.scoring.evaluate import evaluate, fmt, row_title
 from mtvad.scoring.postprocess import PostConfig
 from mtvad.scoring.report import make_report, top_frames
 from mtvad.scoring.score import score
@@ -86,13 +86,13 @@ def test_report_writes_every_figure_it_lists_and_each_shows_its_data(paths, tmp_
 
     roc = _lines(drawn["roc.png"][0].axes[0])  # each row's micro ROC, labelled with its AUC
     for row, (fpr, tpr) in ev.curves.items():
-        label = f"{ROW_TITLES[row]}: AUC {fmt(rows[row]['micro_auc'], 3)}"
+        label = f"{row_title(row)}: AUC {fmt(rows[row]['micro_auc'], 3)}"
         assert np.array_equal(roc[label][0], fpr) and np.array_equal(roc[label][1], tpr), row
     assert len(ev.curves) == 4
 
     bars = {c.get_label(): [b.get_height() for b in c] for c in drawn["per_video_auc.png"][0].axes[0].containers}
     for row, m in rows.items():  # video 03 is all anomalous: no AUC, drawn as 0 and marked skipped
-        assert bars[ROW_TITLES[row]] == pytest.approx([m["per_video_auc"][v] or 0 for v in ("01", "02", "03")])
+        assert bars[row_title(row)] == pytest.approx([m["per_video_auc"][v] or 0 for v in ("01", "02", "03")])
     assert rows["fused"]["per_video_auc"]["03"] is None
 
     test = ev.processed.calibrated["test"]
@@ -100,7 +100,7 @@ def test_report_writes_every_figure_it_lists_and_each_shows_its_data(paths, tmp_
         ax = drawn[f"timelines/{vid}.png"][0].axes[0]
         lines = _lines(ax)
         for row in ("fused", "appearance", "motion", "teacher_flow"):
-            assert np.array_equal(lines[ROW_TITLES[row]][1], test[vid][row], equal_nan=True), (vid, row)
+            assert np.array_equal(lines[row_title(row)][1], test[vid][row], equal_nan=True), (vid, row)
         assert np.all(lines["decision threshold (training)"][1] == ev.processed.threshold)
         shaded = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches]
         first = int(np.argmax(ev.labels[vid]))  # the anomalous frames, from `first` to the end

@@ -38,12 +38,29 @@ from mtvad.scoring.scores_file import BASELINE, ScoresFile
 from mtvad.store.access import Store
 
 DEFAULT_PIXEL_SIZE = 64
-ROW_TITLES = {"fused": "fused (max of branches)", "appearance": "appearance branch", "motion": "motion branch",
-              BASELINE: "teacher flow only (baseline)"}
+ROW_TITLES = {"fused": "fused (max of branches)", BASELINE: "teacher flow only (baseline)"}
+
+
+def row_title(row: str) -> str:
+    """A result row's title: fused, the baseline, or a branch (its own title)."""
+    if row in ROW_TITLES:
+        return ROW_TITLES[row]
+    from mtvad.students.branches import BRANCHES
+
+    return BRANCHES[row].title if row in BRANCHES else row
 
 
 class EvaluationError(VadError):
     """Evaluation is impossible as asked: no test labels, no frames to count."""
+
+
+class PixelSizeError(EvaluationError):
+    """A pixel size below 1: a bad option, refused by every command (not a reason to skip evaluation)."""
+
+
+def check_pixel_size(pixel_size: int) -> None:
+    if pixel_size < 1:
+        raise PixelSizeError(f"pixel size must be >= 1; got {pixel_size}")
 
 
 @dataclass
@@ -74,6 +91,7 @@ def evaluate(scores: ScoresFile, store: Store | None = None, post: PostConfig | 
     """All metrics of a scores file (see the module docstring). `store` (checked to be the one scored) gives the
     labels and the pixel masks; without it the labels copied into the scores file are used and no pixel AUC."""
     post = (post or PostConfig()).validate()
+    check_pixel_size(pixel_size)
     if store is not None:
         scores.check_store(store)
     labels = frame_labels(scores, store)
@@ -107,7 +125,7 @@ def evaluate(scores: ScoresFile, store: Store | None = None, post: PostConfig | 
         concat_l, concat_s = np.concatenate(all_labels), np.concatenate(list(per_video_scores.values()))
         macro, per_video, skipped = macro_auc(per_video_labels, per_video_scores)
         skipped_union.update(skipped)
-        results_rows[row] = {"title": ROW_TITLES.get(row, row), "micro_auc": micro_auc(all_labels, list(per_video_scores.values())),
+        results_rows[row] = {"title": row_title(row), "micro_auc": micro_auc(all_labels, list(per_video_scores.values())),
                              "macro_auc": macro, "eer": eer(concat_l, concat_s), "per_video_auc": per_video}
         if two_classes(concat_l):
             fpr, tpr, _ = roc_curve(concat_l.astype(int), concat_s)
@@ -150,8 +168,7 @@ def pixel_metrics(scores: ScoresFile, store: Store | None, processed: Processed,
     videos = [v for v in counted if store.video("test", v).has_masks and counted[v].any()]
     if not videos:
         return {"note": "no pixel AUC: the store has no pixel masks for the test videos"}
-    if pixel_size < 1:
-        raise EvaluationError(f"pixel size must be >= 1; got {pixel_size}")
+    check_pixel_size(pixel_size)
     import torch
     import torch.nn.functional as F
 

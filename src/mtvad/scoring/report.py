@@ -25,13 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from mtvad.scoring.evaluate import ROW_TITLES, EvaluationError, evaluate, fmt
+from mtvad.scoring.evaluate import EvaluationError, check_pixel_size, evaluate, fmt, row_title
 from mtvad.scoring.postprocess import PostConfig, process
 from mtvad.scoring.scores_file import BASELINE, ScoresFile
 from mtvad.store.access import Store
 
-COLOURS = {"fused": "black", "appearance": "tab:blue", "motion": "tab:orange", BASELINE: "tab:gray"}
-STYLES = {"fused": "-", "appearance": "-", "motion": "-", BASELINE: "--"}
+BRANCH_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")  # in the scores file's order
+
+
+def _styles(branches: list[str]) -> dict[str, tuple[str, str]]:
+    """(line style, colour) of each row of the figures."""
+    styles = {"fused": ("-", "black"), BASELINE: ("--", "tab:gray")}
+    for i, b in enumerate(branches):
+        styles[b] = ("-", BRANCH_COLOURS[i % len(BRANCH_COLOURS)])
+    return styles
 
 
 @dataclass
@@ -69,6 +76,7 @@ def _spans(labels: np.ndarray) -> list[tuple[int, int]]:
 def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostConfig | None = None,
                 top_k: int = 6, pixel_size: int = 64) -> Report:
     post = (post or PostConfig()).validate()
+    check_pixel_size(pixel_size)  # a bad option is refused, not reported as "no evaluation"
     scores.check_store(store)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,6 +91,7 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
         processed = process(scores.raw(), scores.branches, post)
         report.notes.append(f"No evaluation: {exc}")
     rows = ["fused", *scores.branches, BASELINE]
+    styles = _styles(list(scores.branches))
     plt = _plt()
 
     if ev is not None and ev.curves:
@@ -90,8 +99,8 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
         for row in rows:
             if row in ev.curves:
                 fpr, tpr = ev.curves[row]
-                ax.plot(fpr, tpr, STYLES[row], color=COLOURS[row], lw=2 if row == "fused" else 1.3,
-                        label=f"{ROW_TITLES[row]}: AUC {fmt(results['rows'][row]['micro_auc'], 3)}")
+                ax.plot(fpr, tpr, styles[row][0], color=styles[row][1], lw=2 if row == "fused" else 1.3,
+                        label=f"{row_title(row)}: AUC {fmt(results['rows'][row]['micro_auc'], 3)}")
         ax.plot([0, 1], [0, 1], ":", color="lightgray")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
                title=f"frame-level ROC, all test frames (micro), {results['frames']['counted']} frames")
@@ -105,8 +114,8 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
         for i, row in enumerate(rows):
             per = results["rows"][row]["per_video_auc"]
             vals = [per[v] if per[v] is not None else 0 for v in vids]
-            ax.bar(np.arange(len(vids)) + i * width - 0.4 + width / 2, vals, width, color=COLOURS[row],
-                   label=ROW_TITLES[row], alpha=0.85)
+            ax.bar(np.arange(len(vids)) + i * width - 0.4 + width / 2, vals, width, color=styles[row][1],
+                   label=row_title(row), alpha=0.85)
         for j, v in enumerate(vids):
             if results["rows"]["fused"]["per_video_auc"][v] is None:
                 ax.text(j, 0.02, "skipped:\none class", ha="center", va="bottom", fontsize=7, rotation=90)
@@ -127,8 +136,8 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
             for a, b in _spans(lab):
                 ax.axvspan(a - 0.5, b - 0.5, color="red", alpha=0.15, lw=0)
         for row in ["fused", *scores.branches, BASELINE]:  # fused first, wide and light: the branches stay visible
-            ax.plot(np.arange(n), series[row], STYLES[row], color=COLOURS[row], lw=4 if row == "fused" else 1.1,
-                    alpha=0.3 if row == "fused" else 1.0, label=ROW_TITLES[row])
+            ax.plot(np.arange(n), series[row], styles[row][0], color=styles[row][1], lw=4 if row == "fused" else 1.1,
+                    alpha=0.3 if row == "fused" else 1.0, label=row_title(row))
         ax.axhline(processed.threshold, color="crimson", lw=1, ls="-.", label="decision threshold (training)")
         unit = "z-score (training statistics)" if post.normalisation == "train-zscore" else "per-video min-max (test statistics)"
         ax.set(xlim=(0, max(n - 1, 1)), xlabel="frame", ylabel=unit,

@@ -59,8 +59,7 @@ from mtvad.scoring.scores_file import (
     FORMAT,
     FORMAT_VERSION,
     INVALID_POLICY,
-    MAP_UNITS,
-    UNITS,
+    BASELINE_UNITS,
     ScoresError,
     is_scores_file,
 )
@@ -244,7 +243,7 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
                         if m is not None:
                             group.create_array(f"{name}_map", data=m, chunks=(16, *m.shape[1:]),
                                                compressors=ZstdCodec(level=3), dimension_names=["T", "h", "w"],
-                                               attributes={"units": MAP_UNITS[name]})
+                                               attributes={"units": _branch(name).map_units})
                     _write_row(group, BASELINE, *teacher_flow_scores(store, split, vid))
                     if video.has_labels:
                         group.create_array("label", data=video.label().astype(np.uint8), chunks=(video.n_frames,))
@@ -262,27 +261,35 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
                        torch.get_num_threads())
 
 
+def _branch(name: str):
+    from mtvad.students.branches import get_branch
+
+    return get_branch(name)
+
+
+def _units(row: str) -> str:
+    return BASELINE_UNITS if row == BASELINE else _branch(row).score_units
+
+
 def _write_row(group: zarr.Group, name: str, scores: np.ndarray, valid: np.ndarray) -> None:
     group.create_array(name, data=np.asarray(scores, np.float64), chunks=(len(scores),), fill_value=np.nan,
-                       attributes={"units": UNITS[name]})
+                       attributes={"units": _units(name)})
     group.create_array(f"{name}_valid", data=np.asarray(valid, bool), chunks=(len(valid),))
 
 
 def _root_attrs(store: Store, branches: dict, maps: bool, device, torch) -> dict[str, Any]:
-    from mtvad.students.branches import get_branch
-
     cks = {}
     for name, (model, config, ckpt, path) in branches.items():
         cks[name] = {"path": str(path), "sha256": file_sha256(path), "step": int(ckpt["step"]),
                      "epoch": int(ckpt["epoch"]), "input_size": _input_size(ckpt, store),
-                     "n_classes": int(ckpt["n_classes"]), "target_offset": get_branch(name).target_offset(config),
+                     "n_classes": int(ckpt["n_classes"]), "target_offset": _branch(name).target_offset(config),
                      "config": ckpt["config"], "created": ckpt.get("created")}
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "store": {**store.identity(), "flow_valid_from": int(store.attrs.get("flow_valid_from", 1))},
         "branches": list(branches), "rows": list(branches) + [BASELINE], "checkpoints": cks,
         "maps": bool(maps), "map_sizes": {b: cks[b]["input_size"] for b in branches} if maps else {},
-        "invalid_policy": INVALID_POLICY, "units": {k: UNITS[k] for k in list(branches) + [BASELINE]},
+        "invalid_policy": INVALID_POLICY, "units": {k: _units(k) for k in list(branches) + [BASELINE]},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "vad_version": __version__,
         "torch_version": str(torch.__version__), "device": str(device), "torch_threads": torch.get_num_threads(),
     }

@@ -25,15 +25,7 @@ INVALID_POLICY = ("a frame a row cannot score is NaN in <row> and False in <row>
                   "and the last frame with the seg-future target, frame 0 with the seg target; motion and "
                   "teacher_flow: frames before flow_valid_from); smoothing fills them from the nearest valid "
                   "frame and sets them back to NaN; evaluation counts only frames every row can score")
-UNITS = {
-    "appearance": "sum over pixels and classes of |softmax - one-hot teacher seg| at the input size",
-    "motion": "sum over pixels of |predicted - teacher flow magnitude| at the input size, input px/frame",
-    BASELINE: "sum over store pixels of the raw teacher flow magnitude, store px/frame",
-}
-MAP_UNITS = {
-    "appearance": "per pixel: sum over classes of |softmax - one-hot teacher seg|, in [0, 2]",
-    "motion": "per pixel: |predicted - teacher flow magnitude|, input px/frame",
-}
+BASELINE_UNITS = "sum over store pixels of the raw teacher flow magnitude, store px/frame"  # a branch's: Branch
 
 
 class ScoresError(VadError):

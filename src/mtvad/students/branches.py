@@ -51,6 +51,9 @@ class Branch:
     """One branch of the method. Subclasses set `name` and implement spec, build_model, batch and control."""
 
     name: str = ""
+    title: str = ""  # its row in result tables and figures
+    score_units: str = ""  # what its frame score (Eq. 4) sums, recorded in the scores file
+    map_units: str = ""  # what one pixel of its anomaly map is
 
     def __repr__(self) -> str:
         return f"<branch {self.name}>"
@@ -136,6 +139,9 @@ class AppearanceBranch(Branch):
     `--appearance-target seg`)."""
 
     name = "appearance"
+    title = "appearance branch"
+    score_units = "sum over pixels and classes of |softmax - one-hot teacher seg| at the input size"
+    map_units = "per pixel: sum over classes of |softmax - one-hot teacher seg|, in [0, 2]"
 
     def target_offset(self, config: TrainConfig) -> int:
         return config.appearance.target_offset
@@ -210,6 +216,9 @@ class MotionBranch(Branch):
     the depth/direction context attention."""
 
     name = "motion"
+    title = "motion branch"
+    score_units = "sum over pixels of |predicted - teacher flow magnitude| at the input size, input px/frame"
+    map_units = "per pixel: |predicted - teacher flow magnitude|, input px/frame"
 
     def spec(self, config: TrainConfig, resolution: tuple[int, int], flow_valid_from: int = 1, *,
              control: bool = False) -> BranchSpec:
