@@ -286,8 +286,9 @@ def test_a_few_steps_reduce_the_loss_on_a_fixed_batch(store_path, branch):
 @pytest.mark.slow
 def test_resume_continues_at_the_same_step_with_the_same_optimizer_state(tmp_path):
     # motion on 2 videos of 4 frames: 6 samples, batch 2 -> 3 steps per epoch. 4 steps in one go, against
-    # 2 steps (stopped inside epoch 1) + resume to 4: crosses the epoch end, where the lr is halved
-    store = make_store(tmp_path / "s.zarr", n_train=2, n_test=0, n_frames=4, n_classes=3)
+    # 2 steps (stopped inside epoch 1) + resume to 4: crosses the epoch end, where the lr is halved. A third
+    # video is held out for validation (the auto rule: the last of 2-6), which runs at every checkpoint
+    store = make_store(tmp_path / "s.zarr", n_train=3, n_test=0, n_frames=4, n_classes=3)
     common = dict(motion__attention="final", optim__lr_step_epochs=1)
     train(config(store.url, tmp_path / "a", "motion", run__max_steps=4, **common), progress=False)
     train(config(store.url, tmp_path / "b", "motion", run__max_steps=2, **common), progress=False)
@@ -300,6 +301,10 @@ def test_resume_continues_at_the_same_step_with_the_same_optimizer_state(tmp_pat
     b = load_checkpoint(checkpoint_path(tmp_path / "b", "motion"))
     assert (a["step"], a["epoch"], a["step_in_epoch"]) == (b["step"], b["epoch"], b["step_in_epoch"]) == (4, 1, 1)
     assert a["scheduler"] == b["scheduler"] and a["optimizer"]["param_groups"][0]["lr"] == 5e-4
+    # validation runs at each checkpoint: b's first run stopped (and validated) at step 2 as well
+    assert a["validation_videos"] == b["validation_videos"] == ["03"]
+    assert [e["step"] for e in a["validation"]] == [3, 4] and [e["step"] for e in b["validation"]] == [2, 3, 4]
+    assert a["validation"] == b["validation"][1:]  # the same weights, the same validation losses
     for key, value in a["model"].items():
         assert torch.equal(value, b["model"][key]), key
     for pid, state in a["optimizer"]["state"].items():

@@ -38,7 +38,7 @@ KEYS = {
     "attention_form": "motion.attention_form", "flow_target": "motion.flow_target",
     "max_steps": "run.max_steps", "limit_videos": "data.limit_videos", "in_memory": "data.in_memory",
     "ram_budget_gb": "data.ram_budget_gb", "workers": "data.workers", "seed": "run.seed", "device": "run.device",
-    "amp": "run.amp", "checkpoint_every": "run.checkpoint_every",
+    "amp": "run.amp", "checkpoint_every": "run.checkpoint_every", "val_videos": "data.val_videos",
 }
 
 
@@ -53,7 +53,8 @@ def train_cmd(
     store: Annotated[str | None, typer.Option(help="teacher store (path, .zip or fsspec URL)",
                                                  show_default=False)] = None,
     branch: Annotated[str, typer.Option(help="appearance | motion | both (trained one after the other)")] = _d("branch"),
-    out: Annotated[str, typer.Option(help="output folder: OUT/<branch>/last.pt, log.jsonl, config.json")] = _d("run.out"),
+    out: Annotated[str, typer.Option(help="output folder: OUT/<branch>/last.pt, best.pt, log.jsonl, history.json, "
+                                          "config.json")] = _d("run.out"),
     size: Annotated[str | None, typer.Option(
         help="network input N (square) or HxW, multiples of 32 (default: the store resolution; paper 256)",
         show_default=False)] = None,
@@ -81,8 +82,11 @@ def train_cmd(
         show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option(help="stop after this many optimizer steps in all (smoke runs)",
                                                      show_default=False)] = None,
-    limit_videos: Annotated[int | None, typer.Option(help="train on the first N training videos only",
-                                                        show_default=False)] = None,
+    limit_videos: Annotated[int | None, typer.Option(help="train on the first N training videos only (of those "
+                                                             "left after --val-videos)", show_default=False)] = None,
+    val_videos: Annotated[str, typer.Option(
+        help="training videos held out of the gradient to validate on (best.pt, the trivial controls, converged): "
+             "auto = every 7th training video id (at least one) | none | ID,ID")] = _d("data.val_videos"),
     in_memory: Annotated[bool | None, typer.Option(
         "--in-memory/--streaming", help="hold the needed arrays in RAM, or stream from the store (default: in "
                                         "memory when they fit the RAM budget)", show_default=False)] = None,
@@ -94,7 +98,8 @@ def train_cmd(
     device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda")] = _d("run.device"),
     amp: Annotated[str, typer.Option(help="auto: mixed precision on CUDA | off")] = _d("run.amp"),
     checkpoint_every: Annotated[int, typer.Option(
-        help="write OUT/<branch>/last.pt every N steps (and each epoch end)")] = _d("run.checkpoint_every"),
+        help="write OUT/<branch>/last.pt (and validate) every N steps, and at each epoch end")] = _d(
+        "run.checkpoint_every"),
     resume: Annotated[bool, typer.Option("--resume", help="continue from OUT/<branch>/last.pt, same step, same "
                                                           "optimizer state")] = False,
     progress: ProgressFlag = True,
@@ -104,6 +109,9 @@ def train_cmd(
     Settings come from the defaults (the paper's), then --config FILE, then the options given on the command
     line. Each branch's effective config is written to OUT/<branch>/config.json (as every checkpoint holds
     it): `vad train --config OUT/motion/config.json` repeats that run.
+
+    With validation (the default), OUT/<branch>/best.pt is the checkpoint of the lowest validation loss (score
+    that one) and a branch that does not beat its trivial controls is reported as not converged.
 
     Example: vad train --store stores/ped2.zarr --branch motion --size 128 --out runs/ped2
     """
@@ -123,6 +131,12 @@ def train_cmd(
         last = f"{r.losses[-1]:.5g}" if r.losses else "-"
         out_console.print(f"{name}: step {r.step}, epoch {r.epoch}, loss {first} -> {last} over {len(r.losses)} "
                           f"steps, {r.samples_per_s:.2f} samples/s, checkpoint {r.checkpoint}", highlight=False)
+        if r.best is not None or r.converged is not None:
+            control = min(r.controls.items(), key=lambda kv: kv[1]) if r.controls else None
+            best = (f"best validation loss {r.best['loss']:.5g} at step {r.best['step']}, {r.best_checkpoint}"
+                    if r.best is not None else "no finite validation loss")
+            out_console.print(f"{name}: {best}; best control {control[0]} {control[1]:.5g}; "
+                              f"converged: {'yes' if r.converged else 'NO'}", highlight=False)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

@@ -9,7 +9,9 @@ A branch says
 - the prediction the target is compared with (`predict` / `prediction`: the appearance softmax lives here);
 - its per-pixel anomaly map, |prediction - target| summed over channels (`anomaly_map`; paper Eq. 4);
 - its trivial control (`control`): a predictor of the same target that learns nothing, to measure what the
-  student adds (motion: zero flow; appearance: the segmentation of frame t copied as that of t + 1).
+  student adds (motion: zero flow; appearance: the segmentation of frame t copied as that of t + 1); `controls`
+  gives every control by name, with the per-pixel training-mean target ('mean') where the branch says
+  `mean_control` (motion). Validation compares the student with them (`mtvad.students.validation`).
 
 | branch | reads (store arrays at frames) | inputs | target | prediction |
 |---|---|---|---|---|
@@ -54,6 +56,8 @@ class Branch:
     title: str = ""  # its row in result tables and figures
     score_units: str = ""  # what its frame score (Eq. 4) sums, recorded in the scores file
     map_units: str = ""  # what one pixel of its anomaly map is
+    control_name: str = "control"  # the name of `control` in `controls` (validation logs, checkpoints)
+    mean_control: bool = False  # whether the per-pixel training-mean target is one of its controls
 
     def __repr__(self) -> str:
         return f"<branch {self.name}>"
@@ -110,11 +114,28 @@ class Branch:
         """Per-pixel anomaly map (B, h, w): |prediction - target| summed over channels (paper Eq. 4)."""
         return (prediction - target).abs().sum(dim=1)
 
+    def predicted_foreground(self, prediction: torch.Tensor, flow_px: float) -> torch.Tensor | None:
+        """(B, h, w) bool: where the student predicts an object, added to the teacher's foreground by the
+        `foreground` frame reduction (`mtvad.scoring.reductions`); None: no student part. `flow_px` is one store
+        pixel per frame in input pixels per frame."""
+        return None
+
     def control(self, raw: dict[str, torch.Tensor], config: TrainConfig, n_classes: int,
                 size: Sequence[int] | None, device: torch.device) -> torch.Tensor:
         """The trivial control's prediction of this batch's target (same shape), learning nothing. `raw` is a
         batch read with `spec(..., control=True)`."""
         raise NotImplementedError
+
+    def controls(self, raw: dict[str, torch.Tensor], config: TrainConfig, n_classes: int,
+                 size: Sequence[int] | None, device: torch.device,
+                 mean: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """{name: prediction} of every trivial control of this batch's target: `control` under `control_name`,
+        and, where `mean_control`, 'mean': `mean` (the per-pixel mean target over the training samples, (1, C,
+        h, w)) for every sample."""
+        out = {self.control_name: self.control(raw, config, n_classes, size, device)}
+        if self.mean_control and mean is not None:
+            out["mean"] = mean.to(device).expand_as(out[self.control_name])
+        return out
 
 
 # ------------------------------------------------------------------------------------------- appearance
@@ -142,6 +163,7 @@ class AppearanceBranch(Branch):
     title = "appearance branch"
     score_units = "sum over pixels and classes of |softmax - one-hot teacher seg| at the input size"
     map_units = "per pixel: sum over classes of |softmax - one-hot teacher seg|, in [0, 2]"
+    control_name = "copy"  # the seg of frame t copied
 
     def target_offset(self, config: TrainConfig) -> int:
         return config.appearance.target_offset
@@ -164,6 +186,10 @@ class AppearanceBranch(Branch):
 
     def prediction(self, output: torch.Tensor) -> torch.Tensor:
         return output.float().softmax(dim=1)  # class probabilities, compared with the one-hot teacher map
+
+    def predicted_foreground(self, prediction, flow_px):
+        """Where the most probable predicted class is not background (class 0)."""
+        return prediction.argmax(dim=1) > 0
 
     def control(self, raw, config, n_classes, size, device):
         """The segmentation of frame t, one-hot, as the prediction (of frame t+1's: a static scene)."""
@@ -219,6 +245,8 @@ class MotionBranch(Branch):
     title = "motion branch"
     score_units = "sum over pixels of |predicted - teacher flow magnitude| at the input size, input px/frame"
     map_units = "per pixel: |predicted - teacher flow magnitude|, input px/frame"
+    control_name = "zero"  # zero flow everywhere
+    mean_control = True  # and the per-pixel mean masked magnitude of the training samples
 
     def spec(self, config: TrainConfig, resolution: tuple[int, int], flow_valid_from: int = 1, *,
              control: bool = False) -> BranchSpec:
@@ -246,6 +274,11 @@ class MotionBranch(Branch):
     def batch(self, raw, config, n_classes, size, device):
         x, context, target = motion_batch(raw, config, size, device)
         return (x, context), target
+
+    def predicted_foreground(self, prediction, flow_px):
+        """Where the predicted flow magnitude exceeds 1 store pixel per frame (the teacher's moving-foreground
+        threshold, `flow_px` in input pixels)."""
+        return prediction[:, 0] > flow_px
 
     def control(self, raw, config, n_classes, size, device):
         """Zero flow everywhere: the control's error is the target itself."""

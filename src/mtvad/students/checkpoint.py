@@ -1,4 +1,5 @@
-"""Checkpoints: one file per branch (`OUT/<branch>/last.pt`), written atomically, read with weights_only.
+"""Checkpoints: `OUT/<branch>/last.pt` (to resume) and `best.pt` (lowest validation loss), written atomically,
+read with weights_only.
 
 A checkpoint holds only tensors, dicts, lists, strings and numbers (so `torch.load(weights_only=True)` reads
 it and no pickled code ever runs):
@@ -13,8 +14,20 @@ it and no pickled code ever runs):
                                   optimizer steps done in all
     rng                           torch CPU, CUDA (if any), numpy, python random states
     encoder_init                  {'init': 'scratch'} or {'init': 'file', 'path', 'sha256'}
-    n_classes, input_size         what the model was built for: output classes, [H, W] input
+    n_classes, input_size         what the model was built for: outputs (one per class id up to the largest,
+                                  mtvad.students.data.n_outputs), [H, W] input
     loss                          last step's loss; vad_version, torch_version, created (UTC)
+    train_videos                  the training videos in the gradient (ids)
+    validation_videos             the held-out training videos (ids; [] when validation is off)
+    controls                      {name: validation loss} of the branch's trivial controls
+    validation                    [{step, epoch, loss, train_loss, controls}] of every validation so far
+    best                          {step, epoch, loss} of the lowest validation loss so far, or None
+    converged                     best loss < CONVERGED_RATIO x the best control (mtvad.students.validation);
+                                  None without validation
+
+`best.pt` is the checkpoint of the step with the lowest validation loss, written when it improves (after
+`last.pt`), without the optimizer state (`optimizer` is {}; a resume reads last.pt); at the end of a run its
+validation fields are brought up to date.
 
 Writing goes to a temporary file in the same folder, flushed and fsynced, then `os.replace`d over the old one:
 a kill at any moment leaves either the old or the new checkpoint, never a torn one.
@@ -36,16 +49,22 @@ from mtvad.errors import CheckpointError, ConfigError
 from mtvad.store.access import Store, class_ids
 from mtvad.store.schema import SCHEMA_VERSION
 from mtvad.students.config import TrainConfig
+from mtvad.students.data import n_outputs
 
 FORMAT = "vad-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "last.pt"
+BEST_NAME = "best.pt"
 REQUIRED = ("format", "format_version", "branch", "config", "store", "model", "optimizer", "scheduler", "epoch",
             "step_in_epoch", "step", "rng", "encoder_init", "n_classes")
 
 
 def checkpoint_path(out_dir: str | Path, branch: str) -> Path:
     return Path(out_dir) / branch / CHECKPOINT_NAME
+
+
+def best_path(out_dir: str | Path, branch: str) -> Path:
+    return Path(out_dir) / branch / BEST_NAME
 
 
 def now_utc() -> str:
@@ -145,7 +164,7 @@ def check_fits_store(path: str | Path, ckpt: dict[str, Any], store: Store, *, re
             f"but this store's fingerprint is {store.fingerprint[:12]} ({store.url}: other teachers, settings or "
             f"resolution): {remedy}")
     ours, theirs = store.classes, class_ids(info.get("classes") or {})
-    if ours != theirs or int(ckpt["n_classes"]) != len(ours):
+    if ours != theirs or int(ckpt["n_classes"]) != n_outputs(ours):
         raise CheckpointError(f"{path}: trained with classes {theirs} ({ckpt['n_classes']} outputs), the store "
                               f"{store.url} has {ours}: {remedy}")
 

@@ -154,6 +154,22 @@ class DataConfig(_Section):
                                                         "RAM budget")
     ram_budget_gb: float | None = Field(None, description="None = half of the available memory")
     workers: int | None = Field(None, ge=0, description="streaming loader processes; None = min(4, cpus - 1)")
+    val_videos: Literal["auto", "none"] | list[str] = Field(
+        "auto", description="training videos held out of the gradient for validation (ours: the paper has none): "
+                            "'auto' = every 7th training video id, at least one (mtvad.students.validation); "
+                            "'none' = no validation; or the ids (a list, or one 'ID,ID' string)")
+
+    @field_validator("val_videos", mode="before")
+    @classmethod
+    def _ids(cls, v: Any) -> Any:
+        if isinstance(v, str) and v not in ("auto", "none"):
+            v = [part.strip() for part in v.split(",")]
+        ids = isinstance(v, list) and v and all(isinstance(x, str) and x for x in v)
+        if not (ids or v in ("auto", "none")):
+            raise ValueError(f"must be 'auto', 'none' or video ids; got {v!r}")
+        if ids and len(set(v)) != len(v):
+            raise ValueError(f"names a video twice: {v!r}")
+        return v
 
     @field_validator("size")
     @classmethod

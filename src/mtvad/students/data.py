@@ -32,7 +32,7 @@ import queue
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -73,6 +73,16 @@ class BranchSpec:
 
     def t_range(self, n_frames: int) -> range:
         return range(self.first, max(self.first, n_frames - self.after))
+
+
+def n_outputs(classes: Mapping[int, str]) -> int:
+    """Output channels of a segmentation student: one per class id up to the largest id of the vocabulary.
+
+    Segmentation ids are the teacher's own (COCO ids for Mask R-CNN, up to 90; 91 for DeepLab's unclassified
+    blobs), not positions in the vocabulary, and the one-hot target indexes channels by id: a vocabulary
+    {0, 1, 2, 91} needs 92 outputs (the unused ids' channels learn to stay at 0). Contiguous vocabularies
+    {0 .. n-1} give n, as before."""
+    return max(int(k) for k in classes) + 1 if classes else 0
 
 
 def check_store(store: Store, spec: BranchSpec, video_ids: Sequence[str], split: str = "train") -> None:
@@ -157,7 +167,7 @@ class InMemoryDataset(StoreSamples):
                 top = int(big.max()) if total else 0
                 if top >= n_classes:
                     raise StoreError(f"{store.url}: seg holds class id {top} but the store's class vocabulary "
-                                     f"has {n_classes} classes")
+                                     f"goes up to id {n_classes - 1}")
         self._global = self.starts[torch.from_numpy(self.index[:, 0])] + torch.from_numpy(self.index[:, 1])
 
     @property
@@ -227,7 +237,7 @@ class StreamingDataset(StoreSamples):
             arr = np.stack([self._frame(v, name, t + o) for o in offsets])
             if name == "seg" and arr.max(initial=0) >= self.n_classes:
                 raise StoreError(f"{self.url}: {self.split}/{self.video_ids[v]} frame {t}: seg holds class id "
-                                 f"{arr.max()} but the store has {self.n_classes} classes")
+                                 f"{arr.max()} but the store's class vocabulary goes up to id {self.n_classes - 1}")
             out[key] = torch.from_numpy(arr)
         return out
 
@@ -307,14 +317,18 @@ class TrainData:
 
 
 def make_train_data(store: Store, branch: str | Branch, config: TrainConfig, device: torch.device,
-                    split: str = "train") -> TrainData:
-    """Dataset, sampler and loader of one branch over the store's training videos (checked first)."""
+                    split: str = "train", video_ids: Sequence[str] | None = None) -> TrainData:
+    """Dataset, sampler and loader of one branch over `video_ids` (default: the store's training videos, the
+    first `limit_videos`), checked first. Training passes the ids left after the validation split
+    (`mtvad.students.validation.split_videos`)."""
     from mtvad.students.branches import get_branch  # branches build on this module
 
     spec = get_branch(branch).spec(config, store.resolution, int(store.attrs.get("flow_valid_from", 1)))
-    video_ids = store.video_ids(split)[: config.data.limit_videos]
+    if video_ids is None:
+        video_ids = store.video_ids(split)[: config.data.limit_videos]
+    video_ids = list(video_ids)
     check_store(store, spec, video_ids, split)
-    n_classes = len(store.classes)
+    n_classes = n_outputs(store.classes)
     nbytes = needed_bytes(store, spec, video_ids, split)
     in_memory = config.data.in_memory
     if in_memory is None:

@@ -8,8 +8,16 @@ Everything that decides the result is seeded (torch, numpy, python; sample order
 epoch), so `--resume` from `OUT/<branch>/last.pt` gives the same parameters as an uninterrupted run (on the
 same device and software).
 
-Outputs per branch, under `OUT/<branch>/`: `last.pt` (see mtvad.students.checkpoint), `log.jsonl` (one line per step:
-step, epoch, loss, lr, samples/s) and `config.json` (the config, for people).
+Validation (`mtvad.students.validation`): a few training videos, named by a fixed rule (every 7th id) or by
+`--val-videos`, are held out of the training data; at every checkpoint (every `checkpoint_every` steps, each
+epoch end, the stop) the student's patch loss on them is computed beside that of the branch's trivial controls,
+`best.pt` is written when it is the lowest so far, and a branch whose best loss is not below 0.9 x its best
+control's is reported as not converged.
+
+Outputs per branch, under `OUT/<branch>/`: `last.pt` (to resume) and `best.pt` (the lowest validation loss; see
+mtvad.students.checkpoint), `log.jsonl` (one line per step: step, epoch, loss, lr, samples/s), `history.json`
+(the validation split, controls, every validation, the best, converged) and `config.json` (the config, for
+people).
 
 A NaN or infinite loss stops training before that step changes anything; the last checkpoint written (with
 finite weights: they are checked before every save) stays as it is, and `TrainingDivergedError` says where.
@@ -20,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -38,6 +47,7 @@ from mtvad.students.branches import BRANCHES, Branch, get_branch
 from mtvad.students.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
+    best_path,
     capture_rng,
     check_fits_store,
     checkpoint_path,
@@ -47,8 +57,28 @@ from mtvad.students.checkpoint import (
     save_checkpoint,
 )
 from mtvad.students.config import RESUMABLE_CHANGES, TrainConfig
-from mtvad.students.data import background, make_train_data
+from mtvad.students.data import (
+    InMemoryDataset,
+    StoreSamples,
+    StreamingDataset,
+    background,
+    check_store,
+    make_train_data,
+    n_outputs,
+)
 from mtvad.students.loss import patch_loss
+from mtvad.students.validation import (
+    CONVERGED_RATIO,
+    CRITERION,
+    RULE,
+    best_control,
+    best_entry,
+    control_losses,
+    converged,
+    mean_target,
+    split_videos,
+    validation_loss,
+)
 from mtvad.students.models import count_parameters, load_encoder_weights
 
 
@@ -63,6 +93,13 @@ class BranchResult:
     in_memory: bool = True
     parameters: int = 0
     stopped: str = "epochs"  # 'epochs' (all done) or 'max_steps'
+    train_videos: list[str] = field(default_factory=list)
+    validation_videos: list[str] = field(default_factory=list)  # [] when validation is off
+    controls: dict[str, float] = field(default_factory=dict)  # validation loss of each trivial control
+    validation: list[dict[str, Any]] = field(default_factory=list)  # every validation of the run (resumes too)
+    best: dict[str, Any] | None = None  # the validation entry of the lowest loss
+    best_checkpoint: Path | None = None  # OUT/<branch>/best.pt, when validation ran
+    converged: bool | None = None  # None without validation
 
 
 def pick_device(preference: str = "auto") -> torch.device:
@@ -121,6 +158,7 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
     name = branch.name
     out_dir = Path(config.run.out) / name
     ckpt_file = checkpoint_path(config.run.out, name)
+    best_file = best_path(config.run.out, name)
     ckpt = None
     if resume:
         if not ckpt_file.exists():
@@ -128,9 +166,11 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
         ckpt = load_checkpoint(ckpt_file, branch=name)
         check_fits_store(ckpt_file, ckpt, store, remedy="start a new --out instead of --resume")
         _resume_checks(ckpt_file, ckpt, config)
-    elif ckpt_file.exists():
-        raise CheckpointError(f"{ckpt_file}: a checkpoint is already there: pass --resume to continue that run, "
-                              "or choose another --out")
+    else:
+        for existing in (ckpt_file, best_file):
+            if existing.exists():
+                raise CheckpointError(f"{existing}: a checkpoint is already there: pass --resume to continue that "
+                                      "run, or choose another --out")
 
     size = list(config.data.size) if config.data.size else list(store.resolution)
     if any(s % 32 for s in size):
@@ -139,18 +179,19 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
     if any(s % config.optim.patch_grid for s in size):
         raise ConfigError(f"input {size[0]}x{size[1]} does not split into a {config.optim.patch_grid}x"
                           f"{config.optim.patch_grid} grid of equal patches: change --patch-grid or --size")
+    train_ids, val_ids = _split(store, config, ckpt, ckpt_file, name)
     device = pick_device(config.run.device)
     amp_dtype, needs_scaler = amp_settings(device, config.run.amp)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     seed_everything(config.run.seed)
-    n_classes = len(store.classes)
+    n_classes = n_outputs(store.classes)  # one output per class id up to the largest (COCO ids are sparse)
     model = branch.build_model(config, n_classes)
     encoder_init: dict[str, Any] = {"init": "scratch"}
     weights = branch.encoder_weights(config)
     if weights and ckpt is None:  # before the data: a bad file is reported at once
         encoder_init = load_encoder_weights(model.encoder, weights, branch.encoder_name(config))
-    data = make_train_data(store, branch, config, device)
+    data = make_train_data(store, branch, config, device, video_ids=train_ids)
     model.to(device).train()
     # fused Adam: one kernel over all parameters (2-3x faster than the default on CPU, same algorithm)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr, fused=True)
@@ -176,7 +217,10 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     log_path = out_dir / "log.jsonl"
+    history_path = out_dir / "history.json"
     _trim_log(log_path, step if ckpt is not None else 0)
+    if ckpt is None and history_path.exists():
+        history_path.unlink()  # a fresh run's history starts empty (like its log)
 
     steps_per_epoch = len(data.sampler)
     epochs, max_steps = config.optim.epochs, config.run.max_steps
@@ -185,6 +229,64 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
                 else contextlib.nullcontext())
     last_saved = step if ckpt is not None else None
     last_loss = float(ckpt.get("loss", float("nan"))) if ckpt is not None else float("nan")
+    batch_size = config.optim.batch_size
+
+    # validation: the held-out videos (read with what the controls need), the controls' losses (fixed for the run)
+    val_data: StoreSamples | None = None
+    controls: dict[str, float] = {}
+    if val_ids:
+        vspec = branch.spec(config, store.resolution, int(store.attrs.get("flow_valid_from", 1)), control=True)
+        check_store(store, vspec, val_ids)
+        kind = InMemoryDataset if data.in_memory else StreamingDataset
+        val_data = kind(store, "train", val_ids, vspec, n_classes)
+        if len(val_data) == 0:
+            console.print(f"[yellow]warning:[/] {name}: the validation videos {', '.join(val_ids)} hold no "
+                          "samples of this branch: no validation", highlight=False)
+            val_data = None
+    if val_data is not None:
+        mean = (mean_target(branch, data.dataset, config, n_classes, resize_to, device, batch_size)
+                if branch.mean_control else None)
+        controls = control_losses(branch, val_data, config, n_classes, resize_to, device, batch_size, mean)
+    history: list[dict[str, Any]] = [dict(e) for e in ckpt.get("validation", [])] if ckpt is not None else []
+    best = best_entry(history)
+    if ckpt is not None and best is not None and best["step"] == step:
+        _recover_best(ckpt_file, best_file, step)  # killed between writing last.pt and best.pt
+
+    def validation_state() -> dict[str, Any]:
+        return {"train_videos": list(train_ids), "validation_videos": list(val_ids), "controls": dict(controls),
+                "validation": [dict(e) for e in history], "best": _summary(best),
+                "converged": converged(best["loss"] if best else None, controls)}
+
+    def write_history() -> None:
+        if val_data is None:
+            return
+        state = validation_state()
+        doc = {"branch": name, "rule": RULE if config.data.val_videos == "auto" else "named by --val-videos",
+               "validation_videos": state["validation_videos"], "train_videos": state["train_videos"],
+               "controls": state["controls"], "criterion": CRITERION,
+               "history": state["validation"],
+               "best": {**state["best"], "checkpoint": str(best_file)} if state["best"] else None,
+               "converged": state["converged"]}
+        _write_json(history_path, doc)
+
+    def validate() -> bool:
+        """Validate the current weights (once per step); whether they are the best so far."""
+        nonlocal best
+        if val_data is None or (history and history[-1]["step"] == step):
+            return False
+        loss = validation_loss(branch, model, val_data, config, n_classes, resize_to, device, batch_size, autocast)
+        entry = {"step": step, "epoch": epoch + (1 if step_in_epoch else 0), "loss": loss, "train_loss": last_loss,
+                 "controls": dict(controls)}
+        history.append(entry)
+        improved = math.isfinite(loss) and (best is None or loss < best["loss"])
+        if improved:
+            best = entry
+        shown = ", ".join(f"{k} {v:.5g}" for k, v in controls.items())
+        console.print(f"{name} validation at step {step} (epoch {entry['epoch']}): loss {loss:.5g} (controls: "
+                      f"{shown})" + (f", best so far: {best_file.name}" if improved else
+                                     f", best {best['loss']:.5g} at step {best['step']}" if best else ""),
+                      highlight=False)
+        return improved
 
     def save() -> None:
         nonlocal last_saved
@@ -192,17 +294,22 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
             raise TrainingDivergedError(
                 f"{name}: non-finite weights at step {step}; not saved. Last good checkpoint: "
                 + (f"{ckpt_file} (step {last_saved})" if last_saved is not None else "none was written"))
+        improved = validate()
         payload = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "branch": name, "config": config.to_dict(),
             "store": store_info, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
             "rng": capture_rng(), "encoder_init": encoder_init, "n_classes": n_classes, "input_size": size,
             "loss": last_loss, "vad_version": __version__, "torch_version": str(torch.__version__), "created": now_utc(),
+            **validation_state(),
         }
         if scaler is not None:
             payload["grad_scaler"] = scaler.state_dict()
         save_checkpoint(ckpt_file, payload)
+        if improved:  # after last.pt: a kill in between is mended by the resume (_recover_best)
+            save_checkpoint(best_file, _weights_only(payload))
         last_saved = step
+        write_history()
 
     def compute_loss(raw) -> torch.Tensor:
         inputs, target = branch.batch(raw, config, n_classes, resize_to, device)
@@ -216,6 +323,10 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
                   + (f" ({str(amp_dtype).removeprefix('torch.')} autocast)" if amp_dtype else "")
                   + f", encoder {encoder_init['init']}" + (f", resuming at step {step}" if ckpt else ""),
                   highlight=False)
+    if val_data is not None:
+        shown = ", ".join(f"{k} {v:.5g}" for k, v in controls.items())
+        console.print(f"{name}: validation on {len(val_data)} samples of {len(val_ids)} held-out training "
+                      f"video(s) ({', '.join(val_ids)}); control losses: {shown}", highlight=False)
 
     losses: list[float] = []
     samples = 0
@@ -292,11 +403,103 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
         if last_saved != step:
             save()
     elapsed = time.perf_counter() - t_start
+    state = validation_state()
+    if val_data is not None and best is not None and best["step"] != step:
+        _update_best(best_file, state)  # best.pt's validation fields: the whole run's
+    write_history()
     result = BranchResult(name, ckpt_file, step, epoch, losses, samples / elapsed if samples else 0.0,
-                          data.in_memory, n_params, stopped)
+                          data.in_memory, n_params, stopped, list(train_ids), list(val_ids), dict(controls),
+                          state["validation"], best, best_file if best is not None else None, state["converged"])
     console.print(f"{name}: stopped ({stopped}) at step {step}, epoch {epoch}/{epochs}; "
-                  f"{result.samples_per_s:.2f} samples/s; checkpoint {ckpt_file}", highlight=False)
+                  f"{result.samples_per_s:.2f} samples/s; checkpoint {ckpt_file}"
+                  + (f"; best validation loss {best['loss']:.5g} at step {best['step']}: {best_file}" if best else ""),
+                  highlight=False)
+    if result.converged is False:
+        cname, cvalue = best_control(controls)
+        said = (f"its best validation loss {best['loss']:.5g} (step {best['step']})" if best
+                else "it has no finite validation loss")
+        console.print(f"[yellow]warning:[/] {name} has not converged: {said} is not below {CONVERGED_RATIO} x "
+                      f"that of its best trivial control ({cname} {cvalue:.5g}), so its scores would mostly "
+                      "measure what the control gives for free: train longer (--epochs, --max-steps) or check "
+                      "the store", highlight=False)
     return result
+
+
+def _split(store: Store, config: TrainConfig, ckpt: dict[str, Any] | None, ckpt_file: Path,
+           name: str) -> tuple[list[str], list[str]]:
+    """(training video ids, validation video ids) of this run; a resumed run must have the checkpoint's."""
+    all_ids = store.video_ids("train")
+    if ckpt is not None and "validation_videos" not in ckpt:  # trained before validation existed: on all
+        console.print(f"[yellow]warning:[/] {ckpt_file} was trained on all training videos (a checkpoint "
+                      "from before validation): it resumes without validation", highlight=False)
+        return all_ids[: config.data.limit_videos], []
+    train_ids, val_ids = split_videos(all_ids, config.data.val_videos)
+    train_ids = train_ids[: config.data.limit_videos]
+    if ckpt is not None and (list(ckpt["validation_videos"]) != val_ids
+                             or list(ckpt.get("train_videos", train_ids)) != train_ids):
+        raise CheckpointError(f"{ckpt_file}: trained on videos {ckpt.get('train_videos')} with validation "
+                              f"videos {ckpt['validation_videos']}, but this run would train on {train_ids} and "
+                              f"validate on {val_ids}: start a new --out instead of --resume")
+    if not val_ids and config.data.val_videos == "auto":
+        console.print(f"[yellow]warning:[/] {store.url}: {len(all_ids)} training video(s): none can be held out, "
+                      f"{name} is trained without validation (and no best.pt)", highlight=False)
+    return train_ids, val_ids
+
+
+def _summary(entry: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if entry is None else {"step": entry["step"], "epoch": entry["epoch"], "loss": entry["loss"]}
+
+
+def _checkpoint_step(path: Path) -> int | None:
+    """The step of the checkpoint at `path`, or None if there is none (or it is unreadable)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["step"])
+    except Exception:  # missing, torn, foreign: a new best.pt is written
+        return None
+
+
+def _weights_only(payload: dict[str, Any]) -> dict[str, Any]:
+    """best.pt's payload: last.pt's without the optimizer and grad scaler states (2/3 of its size with Adam), which
+    only a resume needs, and a resume reads last.pt."""
+    out = {k: v for k, v in payload.items() if k != "grad_scaler"}
+    out["optimizer"] = {}
+    return out
+
+
+def _recover_best(ckpt_file: Path, best_file: Path, step: int) -> None:
+    """last.pt is the best checkpoint (its history says so) but best.pt is not it (a kill between the two writes):
+    write best.pt from last.pt."""
+    if _checkpoint_step(best_file) != step:
+        save_checkpoint(best_file, _weights_only(torch.load(ckpt_file, map_location="cpu", weights_only=True)))
+
+
+def _update_best(best_file: Path, state: dict[str, Any]) -> None:
+    """Bring best.pt's validation fields up to the end of the run (its weights and step stay)."""
+    if not best_file.exists():
+        console.print(f"[yellow]warning:[/] {best_file} is missing (removed during the run?): not rewritten",
+                      highlight=False)
+        return
+    payload = torch.load(best_file, map_location="cpu", weights_only=True)
+    payload.update(state)
+    save_checkpoint(best_file, payload)
+
+
+def _plain_floats(obj: Any) -> Any:
+    """JSON-safe: non-finite floats as None."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _plain_floats(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain_floats(v) for v in obj]
+    return obj
+
+
+def _write_json(path: Path, doc: Any) -> None:
+    """Write JSON atomically (temporary file in the same folder, then os.replace)."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(_plain_floats(doc), indent=2) + "\n")
+    os.replace(tmp, path)
 
 
 def _trim_log(path: Path, keep_until_step: int) -> None:
