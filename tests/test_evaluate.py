@@ -13,6 +13,7 @@ from mtvad.cli.main import app
 from mtvad.scoring.evaluate import EvaluationError, evaluate, fmt
 from mtvad.scoring.metrics import eer, macro_auc, micro_auc, rates_at
 from mtvad.scoring.postprocess import PostConfig
+from mtvad.scoring.reductions import CONTROLS
 from mtvad.scoring.score import score
 from mtvad.scoring.scores_file import BASELINE, ScoresError, open_scores
 from mtvad.store.access import open_store
@@ -61,14 +62,14 @@ def test_evaluation_counts_only_frames_every_row_can_score(paths):
     assert r["frames"]["counted"] == 3 * 8 and r["frames"]["excluded_invalid"] == 3 * 2  # frames 0 and 9 out
     for vid, c in ev.counted.items():
         assert not c[0] and not c[-1] and c[1:-1].all()
-    assert set(r["rows"]) == {"fused", "appearance", "motion", BASELINE}
+    assert set(r["rows"]) == {"fused", "appearance", "motion", *CONTROLS}
     # test video 03 is all anomalous: skipped in the macro AUC, listed, still in the micro AUC
     assert r["macro_skipped"] == ["03"] and r["rows"]["fused"]["per_video_auc"]["03"] is None
     for row, m in r["rows"].items():
         per = [a for a in m["per_video_auc"].values() if a is not None]
         assert m["macro_auc"] == pytest.approx(np.mean(per))
         assert 0 <= m["micro_auc"] <= 1 and 0 <= m["eer"] <= 1 and 0 <= m["pixel_auc"] <= 1
-    assert r["pixel"]["size"] == [64, 64] and r["pixel"]["pixels"] == 24 * 64 * 64
+    assert r["pixel"]["size"] == [64, 64] and r["pixel"]["pixels"] == 21 * 64 * 64  # frames 2-8: every map counted
     assert not r["postprocess"]["uses_test_statistics"]
     json.dumps(r)  # JSON-able
 
@@ -81,7 +82,7 @@ def test_pixel_auc_is_one_when_the_map_is_the_mask(paths, tmp_path):
     store = open_store(paths["store"])
     group = zarr.open_group(str(copy), mode="r+")
     for vid in ("01", "02", "03"):
-        group[f"test/{vid}/appearance_map"][:] = store.video("test", vid).mask().astype(np.float16)
+        group[f"test/{vid}/appearance_map"][:] = _next(store.video("test", vid).mask()).astype(np.float16)
     ev = evaluate(open_scores(copy), store, PostConfig(window=5, polyorder=2), pixel_size=16)
     assert ev.results["rows"]["appearance"]["pixel_auc"] == 1.0
     assert ev.results["pixel"]["size"] == [16, 16]
@@ -94,7 +95,12 @@ def test_the_flow_baseline_finds_the_anomalous_square_by_pixel_and_by_frame(path
     baseline = r["rows"][BASELINE]
     assert baseline["pixel_auc"] > 0.99, baseline
     assert baseline["micro_auc"] > 0.99 and baseline["eer"] < 0.05, baseline
-    assert r["pixel"]["anomalous_pixels"] == 64 * 4 * (7 + 6 + 8)  # the 8x8 square at 64x64, on counted frames
+    assert r["pixel"]["anomalous_pixels"] == 64 * 4 * (7 + 6 + 7)  # the 8x8 square at 64x64, on frames 2-8
+
+
+def _next(mask):
+    """The appearance map of sample t is about frame t + 1 (seg-future): the masks one frame earlier."""
+    return np.concatenate([mask[1:], mask[-1:]])
 
 
 def _with_maps(paths, tmp_path, appearance, motion):
@@ -121,7 +127,7 @@ def _per_pixel_training_mean(scores, branch):
 
 def test_the_fused_pixel_map_is_the_max_of_the_branch_maps_over_their_training_means(paths, tmp_path):
     store, post = open_store(paths["store"]), PostConfig(window=5, polyorder=2)
-    both = _with_maps(paths, tmp_path / "a", lambda m: m, lambda m: 2 * m)  # both maps are the mask
+    both = _with_maps(paths, tmp_path / "a", _next, lambda m: 2 * m)  # both maps are the mask of their frame
     auc = {row: m["pixel_auc"] for row, m in evaluate(both, store, post).results["rows"].items()}
     assert auc["appearance"] == auc["motion"] == auc["fused"] == 1.0
     # appearance: the mask; motion: its complement, scaled so that after division by the training means it is
@@ -129,7 +135,7 @@ def test_the_fused_pixel_map_is_the_max_of_the_branch_maps_over_their_training_m
     scores = open_scores(paths["scores"])
     ratio = _per_pixel_training_mean(scores, "motion") / _per_pixel_training_mean(scores, "appearance")
     for factor, fused in ((0.5, 1.0), (2.0, 0.0)):
-        sf = _with_maps(paths, tmp_path / str(factor), lambda m: m, lambda m: factor * ratio * ~m)
+        sf = _with_maps(paths, tmp_path / str(factor), _next, lambda m: factor * ratio * ~m)
         r = evaluate(sf, store, post).results
         assert r["rows"]["appearance"]["pixel_auc"] == 1.0 and r["rows"]["motion"]["pixel_auc"] == 0.0
         assert r["rows"]["fused"]["pixel_auc"] == fused, factor
@@ -158,7 +164,7 @@ def test_vad_eval_prints_micro_and_macro_and_writes_json(paths, tmp_path):
     res = runner.invoke(app, ["eval", "--scores", str(paths["scores"]), "--store", str(paths["store"]),
                               "--out", str(out)])
     assert res.exit_code == 0, res.output
-    assert "micro AUC" in res.output and "macro AUC" in res.output and "teacher flow only" in res.output
+    assert "micro AUC" in res.output and "macro AUC" in res.output and "raw teacher flow" in res.output
     assert "skips 1 video" in res.output and "03" in res.output
     written = json.loads(out.read_text())
     expected = evaluate(open_scores(paths["scores"]), open_store(paths["store"])).results  # the command's defaults

@@ -88,7 +88,7 @@ def test_report_writes_every_figure_it_lists_and_each_shows_its_data(paths, tmp_
     for row, (fpr, tpr) in ev.curves.items():
         label = f"{row_title(row)}: AUC {fmt(rows[row]['micro_auc'], 3)}"
         assert np.array_equal(roc[label][0], fpr) and np.array_equal(roc[label][1], tpr), row
-    assert len(ev.curves) == 4
+    assert len(ev.curves) == 6  # fused, 2 branches, 3 teacher-only controls
 
     bars = {c.get_label(): [b.get_height() for b in c] for c in drawn["per_video_auc.png"][0].axes[0].containers}
     for row, m in rows.items():  # video 03 is all anomalous: no AUC, drawn as 0 and marked skipped
@@ -99,7 +99,7 @@ def test_report_writes_every_figure_it_lists_and_each_shows_its_data(paths, tmp_
     for vid in ("01", "02", "03"):
         ax = drawn[f"timelines/{vid}.png"][0].axes[0]
         lines = _lines(ax)
-        for row in ("fused", "appearance", "motion", "teacher_flow"):
+        for row in ("fused", "appearance", "motion", "raw_flow", "masked_flow", "foreground_area"):
             assert np.array_equal(lines[row_title(row)][1], test[vid][row], equal_nan=True), (vid, row)
         assert np.all(lines["decision threshold (training)"][1] == ev.processed.threshold)
         shaded = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches]
@@ -130,7 +130,7 @@ def test_the_maps_figure_shows_the_map_of_each_top_frame_over_its_input(paths, t
     scores, post = open_scores(copy), PostConfig(window=5, polyorder=2)
     make_report(scores, store, tmp_path / "rep", post, top_k=3)
     fig, dpi = drawn["maps_appearance.png"]
-    calibrated = report_module.process(scores.raw(), scores.branches, post).calibrated["test"]
+    calibrated = report_module.process(scores.raw(post.reduction), scores.branches, post).calibrated["test"]
     best = max(np.nanmax(calibrated[v]["appearance"]) for v in ("01", "02", "03"))
     offset = scores.attrs["checkpoints"]["appearance"]["target_offset"]
     assert offset == 1  # seg-future: the map of frame t compares the segmentation of t + 1

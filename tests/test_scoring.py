@@ -20,6 +20,7 @@ from mtvad.scoring.postprocess import (
     process,
     smooth,
 )
+from mtvad.scoring.reductions import CONTROLS
 from mtvad.scoring.score import file_sha256, score
 from mtvad.scoring.scores_file import BASELINE, FORMAT, ScoresError, is_scores_file, open_scores
 from mtvad.store.access import open_store
@@ -75,7 +76,7 @@ def _raw(train_values, test_values):
 def test_calibration_uses_training_scores_only():
     rng = np.random.default_rng(0)
     train = [rng.normal(10, 2, 30), rng.normal(10, 2, 25)]
-    post = PostConfig(window=5, polyorder=2)
+    post = PostConfig(window=5, polyorder=2, normalisation="train-zscore")
     a = process(_raw(train, [rng.normal(50, 9, 20)]), ["a", "b"], post)
     b = process(_raw(train, [rng.normal(-3, 0.1, 40), rng.normal(0, 1, 9)]), ["a", "b"], post)
     assert a.calibration.mean == b.calibration.mean and a.calibration.std == b.calibration.std
@@ -121,7 +122,7 @@ def test_scores_file_records_store_checkpoints_and_invalid_frames(paths):
     a = sf.attrs
     assert is_scores_file(paths["scores"]) and a["format"] == FORMAT
     assert a["store"]["fingerprint"] == store.fingerprint and a["store"]["schema_version"] == SCHEMA_VERSION
-    assert a["branches"] == ["appearance", "motion"] and a["rows"] == ["appearance", "motion", BASELINE]
+    assert a["branches"] == ["appearance", "motion"] and a["rows"] == ["appearance", "motion", *CONTROLS]
     for b in ("appearance", "motion"):
         assert a["checkpoints"][b]["sha256"] == file_sha256(paths[b])
         assert a["checkpoints"][b]["config"]["data"]["store"] == str(paths["store"])
@@ -224,7 +225,7 @@ def test_a_store_without_labels_is_scored(paths, tmp_path):
     # the checkpoints belong to another store of the same teachers: same fingerprint, same classes
     r = score(str(store), [paths["motion"]], out, progress=False)
     sf = open_scores(out)
-    assert r.branches == ["motion"] and sf.rows == ["motion", BASELINE]
+    assert r.branches == ["motion"] and sf.rows == ["motion", *CONTROLS]
     assert sf.label("test", "01") is None and not zarr.open_group(str(out), mode="r")["test/01"].attrs["has_labels"]
 
 

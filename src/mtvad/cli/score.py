@@ -10,28 +10,40 @@ from rich.console import Console
 
 from mtvad.cli.common import JsonFlag, ProgressFlag
 from mtvad.console import clean_errors, console, print_json
+from mtvad.scoring.postprocess import DEFAULT_FUSION, DEFAULT_NORMALISATION, DEFAULT_REDUCTION
 
 app = typer.Typer()
 
 _WINDOW_HELP = ("Savitzky-Golay window in frames, odd (ours, a priori: 15 = 1.5 s at 10 fps; the paper gives none); "
                 "a shorter video uses the largest odd window <= its length")
-_NORMALISE_HELP = ("train-zscore: each branch z-scored with its TRAINING scores' mean/std (no test statistic) | "
-                   "per-video-minmax: each video's own min/max (USES TEST STATISTICS)")
+_NORMALISE_HELP = ("calibration of every row, fitted on the TRAINING scores: train-zscore (mean, std) | "
+                   "train-percentile (median, 99th percentile) | train-loo (median, 99th percentile widened by the "
+                   "leave-one-training-video-out spread) | per-video-minmax: each video's own min/max (USES TEST "
+                   "STATISTICS)")
+_REDUCTION_HELP = ("frame score of every row (branches and controls alike): sum (Eq. 4 as written) | foreground "
+                   "(sum over teacher or student foreground pixels) | patch-max (max of the 4x4 grid's patch sums)")
+_FUSION_HELP = "fusion of the calibrated branches: max (the paper: either branch) | sum (AI-VAD)"
+_KINDS_HELP = ("anomaly kind of every test frame (the anomaly_kinds.json of `vad synth`) for the AUC per kind "
+               "(default: the store's, when it carries them)")
 
 ScoresOpt = Annotated[Path, typer.Option("--scores", help="scores file written by `vad score`", show_default=False)]
 Window = Annotated[int, typer.Option(help=_WINDOW_HELP)]
 Polyorder = Annotated[int, typer.Option(help="Savitzky-Golay polynomial order (< window; ours, a priori)")]
-Normalise = Annotated[str, typer.Option(help=_NORMALISE_HELP)]
+Normalise = Annotated[str, typer.Option("--calibration", "--normalise", help=_NORMALISE_HELP)]
+Reduction = Annotated[str, typer.Option(help=_REDUCTION_HELP)]
+Fusion = Annotated[str, typer.Option(help=_FUSION_HELP)]
+Kinds = Annotated[Path | None, typer.Option("--kinds", help=_KINDS_HELP, show_default=False)]
 ThresholdQuantile = Annotated[float, typer.Option(
     help="decision threshold: this quantile of the fused TRAINING scores")]
 PixelSize = Annotated[int, typer.Option(help="common resolution (N x N) of maps and masks for the pixel AUC")]
 
 
-def _post_config(window: int, polyorder: int, normalise: str, threshold_quantile: float):
+def _post_config(window: int, polyorder: int, normalise: str, threshold_quantile: float, reduction: str,
+                 fusion: str):
     from mtvad.scoring.postprocess import PostConfig
 
     return PostConfig(window=window, polyorder=polyorder, normalisation=normalise,
-                      threshold_quantile=threshold_quantile).validate()
+                      threshold_quantile=threshold_quantile, reduction=reduction, fusion=fusion).validate()
 
 
 @app.command("score")
@@ -53,7 +65,8 @@ def score_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing scores file at --out")] = False,
     progress: ProgressFlag = True,
 ) -> None:
-    """Eq. 4: S(t) = sum |student - teacher| per frame and branch, over every test and training frame.
+    """Eq. 4 per frame and branch, over every test and training frame, under every frame reduction (sum,
+    foreground, patch-max), beside the teacher-only controls (raw flow, masked flow, foreground area).
 
     Example: vad score --store stores/ped2.zarr --checkpoint runs/ped2/appearance/last.pt --checkpoint runs/ped2/motion/last.pt --out runs/ped2/scores.zarr --maps
     """
@@ -81,13 +94,17 @@ def eval_cmd(
                                                 show_default=False)] = None,
     window: Window = 15,
     polyorder: Polyorder = 2,
-    normalise: Normalise = "train-zscore",
+    normalise: Normalise = DEFAULT_NORMALISATION,
+    reduction: Reduction = DEFAULT_REDUCTION,
+    fusion: Fusion = DEFAULT_FUSION,
     threshold_quantile: ThresholdQuantile = 0.99,
     pixel_size: PixelSize = 64,
+    kinds: Kinds = None,
     per_video: Annotated[bool, typer.Option("--per-video/--no-per-video",
                                             help="also print the per-video AUC table")] = True,
 ) -> None:
-    """Frame-level micro and macro AUC, EER and pixel AUC per branch, fused and for the teacher-only baseline.
+    """Frame-level micro and macro AUC, EER and pixel AUC per branch, fused and for the teacher-only controls
+    (and the AUC per anomaly kind where the kinds are known).
 
     The tables go to stdout; with --json the results as JSON instead (the notes then go to stderr).
 
@@ -99,9 +116,9 @@ def eval_cmd(
     from mtvad.scoring.scores_file import open_scores
     from mtvad.store.access import open_store
 
-    post = _post_config(window, polyorder, normalise, threshold_quantile)
+    post = _post_config(window, polyorder, normalise, threshold_quantile, reduction, fusion)
     sf = open_scores(scores)
-    ev = evaluate(sf, open_store(store) if store else None, post, pixel_size)
+    ev = evaluate(sf, open_store(store) if store else None, post, pixel_size, kinds)
     if as_json:
         print_json(ev.results)
     else:
@@ -125,8 +142,11 @@ def report_cmd(
     out: Annotated[Path, typer.Option("--out", help="folder for index.html and the figures")] = Path("outputs/report"),
     window: Window = 15,
     polyorder: Polyorder = 2,
-    normalise: Normalise = "train-zscore",
+    normalise: Normalise = DEFAULT_NORMALISATION,
+    reduction: Reduction = DEFAULT_REDUCTION,
+    fusion: Fusion = DEFAULT_FUSION,
     threshold_quantile: ThresholdQuantile = 0.99,
+    kinds: Kinds = None,
     top_k: Annotated[int, typer.Option(
         help="highest-scoring test frames shown per branch in the anomaly-map figures")] = 6,
     pixel_size: PixelSize = 64,
@@ -139,8 +159,9 @@ def report_cmd(
     from mtvad.scoring.scores_file import open_scores
     from mtvad.store.access import open_store
 
-    post = _post_config(window, polyorder, normalise, threshold_quantile)
-    r = make_report(open_scores(scores), open_store(store), out, post, top_k=top_k, pixel_size=pixel_size)
+    post = _post_config(window, polyorder, normalise, threshold_quantile, reduction, fusion)
+    r = make_report(open_scores(scores), open_store(store), out, post, top_k=top_k, pixel_size=pixel_size,
+                    kinds_file=kinds)
     for note in r.notes:
         console.print(f"note: {note}", highlight=False)
     console.print(f"wrote {len(r.figures)} figures and {r.page}", highlight=False)

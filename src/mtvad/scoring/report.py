@@ -2,10 +2,10 @@
 
     OUT/index.html                the page: the AUC table, settings, and every figure below, embedded
     OUT/results.json              what `vad eval --out FILE` writes
-    OUT/roc.png                   frame-level ROC (micro) of each branch, fused and the teacher-only baseline
+    OUT/roc.png                   frame-level ROC (micro) of each branch, fused and the teacher-only controls
     OUT/per_video_auc.png         per-video AUC of each row (videos with one class only are marked skipped)
     OUT/timelines/<video>.png     calibrated, smoothed scores per test video over time: each branch, fused,
-                                  the baseline; ground-truth anomalous frames shaded; the decision threshold
+                                  the controls; ground-truth anomalous frames shaded; the decision threshold
     OUT/maps_<branch>.png         the test frames the branch scores highest (the top frame of as many videos as
                                   possible, then others at least a smoothing window apart),
                                   input frame with the ground-truth mask outlined (top) and the anomaly map over
@@ -25,17 +25,20 @@ from typing import Any
 
 import numpy as np
 
-from mtvad.scoring.evaluate import EvaluationError, check_pixel_size, evaluate, fmt, row_title
+from mtvad.scoring.evaluate import EvaluationError, check_pixel_size, evaluate, fmt, result_rows, row_title
 from mtvad.scoring.postprocess import PostConfig, process
-from mtvad.scoring.scores_file import BASELINE, ScoresFile
+from mtvad.scoring.scores_file import ScoresFile
 from mtvad.store.access import Store
 
 BRANCH_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")  # in the scores file's order
 
 
+CONTROL_STYLES = {"raw_flow": ("--", "tab:gray"), "masked_flow": (":", "dimgray"), "foreground_area": ("-.", "silver")}
+
+
 def _styles(branches: list[str]) -> dict[str, tuple[str, str]]:
-    """(line style, colour) of each row of the figures."""
-    styles = {"fused": ("-", "black"), BASELINE: ("--", "tab:gray")}
+    """(line style, colour) of each row of the figures: the teacher-only controls in greys, dashed."""
+    styles = {"fused": ("-", "black"), **CONTROL_STYLES}
     for i, b in enumerate(branches):
         styles[b] = ("-", BRANCH_COLOURS[i % len(BRANCH_COLOURS)])
     return styles
@@ -74,7 +77,7 @@ def _spans(labels: np.ndarray) -> list[tuple[int, int]]:
 
 
 def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostConfig | None = None,
-                top_k: int = 6, pixel_size: int = 64) -> Report:
+                top_k: int = 6, pixel_size: int = 64, kinds_file: str | Path | None = None) -> Report:
     post = (post or PostConfig()).validate()
     check_pixel_size(pixel_size)  # a bad option is refused, not reported as "no evaluation"
     scores.check_store(store)
@@ -82,15 +85,16 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out, out / "index.html")
     try:
-        ev = evaluate(scores, store, post, pixel_size)
+        ev = evaluate(scores, store, post, pixel_size, kinds_file)
         processed, labels, results = ev.processed, ev.labels, ev.results
         report.results = results
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     except EvaluationError as exc:
         ev, results, labels = None, None, {}
-        processed = process(scores.raw(), scores.branches, post)
+        processed = process(scores.raw(post.reduction), scores.branches, post)
         report.notes.append(f"No evaluation: {exc}")
-    rows = ["fused", *scores.branches, BASELINE]
+    rows = result_rows(scores)
+    title = {row: row_title(row, post.fusion) for row in rows}
     styles = _styles(list(scores.branches))
     plt = _plt()
 
@@ -100,10 +104,10 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
             if row in ev.curves:
                 fpr, tpr = ev.curves[row]
                 ax.plot(fpr, tpr, styles[row][0], color=styles[row][1], lw=2 if row == "fused" else 1.3,
-                        label=f"{row_title(row)}: AUC {fmt(results['rows'][row]['micro_auc'], 3)}")
+                        label=f"{title[row]}: AUC {fmt(results['rows'][row]['micro_auc'], 3)}")
         ax.plot([0, 1], [0, 1], ":", color="lightgray")
         ax.set(xlabel="false positive rate", ylabel="true positive rate", xlim=(0, 1), ylim=(0, 1.01),
-               title=f"frame-level ROC, all test frames (micro), {results['frames']['counted']} frames")
+               title=f"frame-level ROC (micro), {results['frames']['counted']} frames, {post.reduction}")
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
         _save(fig, out / "roc.png", report)
@@ -115,7 +119,7 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
             per = results["rows"][row]["per_video_auc"]
             vals = [per[v] if per[v] is not None else 0 for v in vids]
             ax.bar(np.arange(len(vids)) + i * width - 0.4 + width / 2, vals, width, color=styles[row][1],
-                   label=row_title(row), alpha=0.85)
+                   label=title[row], alpha=0.85, hatch="//" if row in scores.controls else None)
         for j, v in enumerate(vids):
             if results["rows"]["fused"]["per_video_auc"][v] is None:
                 ax.text(j, 0.02, "skipped:\none class", ha="center", va="bottom", fontsize=7, rotation=90)
@@ -135,15 +139,16 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
         if lab is not None:
             for a, b in _spans(lab):
                 ax.axvspan(a - 0.5, b - 0.5, color="red", alpha=0.15, lw=0)
-        for row in ["fused", *scores.branches, BASELINE]:  # fused first, wide and light: the branches stay visible
+        for row in rows:  # fused first, wide and light: the branches stay visible
             ax.plot(np.arange(n), series[row], styles[row][0], color=styles[row][1], lw=4 if row == "fused" else 1.1,
-                    alpha=0.3 if row == "fused" else 1.0, label=row_title(row))
+                    alpha=0.3 if row == "fused" else 1.0, label=title[row])
         ax.axhline(processed.threshold, color="crimson", lw=1, ls="-.", label="decision threshold (training)")
-        unit = "z-score (training statistics)" if post.normalisation == "train-zscore" else "per-video min-max (test statistics)"
+        unit = ("per-video min-max (test statistics)" if post.uses_test_statistics
+                else f"calibrated ({post.normalisation}, training statistics)")
         ax.set(xlim=(0, max(n - 1, 1)), xlabel="frame", ylabel=unit,
                title=f"test/{vid}" + ("" if lab is not None else " (no ground truth)")
                + ("  - red: ground-truth anomalous frames" if lab is not None else ""))
-        ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
+        ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
         fig.tight_layout()
         _save(fig, out / "timelines" / f"{vid}.png", report, dpi=80)
 
@@ -228,12 +233,24 @@ def _write_page(scores: ScoresFile, processed, post: PostConfig, report: Report)
     if r is not None:
         parts.append(f"<h2>Frame-level results</h2><p>{r['frames']['counted']} test frames counted "
                      f"({r['frames']['anomalous']} anomalous), {r['frames']['excluded_invalid']} invalid frames "
-                     "left out. Normalisation: " + e(r["postprocess"]["normalisation_label"]) + ".</p>")
+                     f"left out. Frame score: {e(post.reduction)} ({e(r['postprocess']['reduction_label'])}). "
+                     f"Calibration: {e(post.normalisation)}, " + e(r["postprocess"]["normalisation_label"])
+                     + f". Fusion: {e(post.fusion)}. The controls use no student.</p>")
         parts.append("<table><tr><th></th><th>micro AUC</th><th>macro AUC</th><th>EER</th><th>pixel AUC</th></tr>")
         for row, m in r["rows"].items():
             parts.append(f"<tr><td>{e(m['title'])}</td><td>{fmt(m['micro_auc'])}</td><td>{fmt(m['macro_auc'])}</td>"
                          f"<td>{fmt(m['eer'])}</td><td>{fmt(m.get('pixel_auc'))}</td></tr>")
         parts.append("</table>")
+        kinds = r.get("per_kind", {})
+        if kinds.get("auc"):
+            parts.append(f"<h3>AUC per anomaly kind</h3><p>Each kind's anomalous frames against all "
+                         f"{kinds['normal_frames']} normal frames (kinds from {e(str(kinds['source']))}).</p>")
+            parts.append("<table><tr><th>kind (frames)</th>"
+                         + "".join(f"<th>{e(m['title'])}</th>" for m in r["rows"].values()) + "</tr>")
+            for kind, n in kinds["frames"].items():
+                parts.append(f"<tr><td>{e(kind)} ({n})</td>"
+                             + "".join(f"<td>{fmt(kinds['auc'][row][kind])}</td>" for row in r["rows"]) + "</tr>")
+            parts.append("</table>")
         if r["macro_skipped"]:
             parts.append(f"<p>Skipped in the macro AUC (one class only): {e(', '.join(r['macro_skipped']))}.</p>")
         if "note" in r["pixel"]:

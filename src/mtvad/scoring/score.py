@@ -1,6 +1,6 @@
 """Anomaly scores (paper 3.6, Eq. 4): each trained student against its teacher, per frame, into a scores file.
 
-    S(t) = sum over the anomaly map of |Out_student(I_t) - Out_teacher(I_t)|
+    S(t) = reduction over the anomaly map of |Out_student(I_t) - Out_teacher(I_t)|
 
 - appearance branch: the map is sum over classes of |softmax(student(frames t-1, t)) - one-hot(teacher seg)|,
   the teacher segmentation being that of frame t+1 (the default target; frame t for `--appearance-target seg`);
@@ -8,34 +8,42 @@
 - motion branch: the map is |student(frame t, context) - teacher flow magnitude of t|, the magnitude masked by
   the segmentation when the branch learned it masked (paper 4.3), in input pixels per frame.
 
-Both are computed at the network input size the checkpoint was trained at, on exactly the inputs, targets and
-predictions training used: the branch says them (`mtvad.students.branches`: `batch`, `predict`, `anomaly_map`).
-A score belongs to the frame t the sample is about.
-Frames a branch cannot score are **invalid**: NaN in the score array and False in its `valid` mask, never
+Every frame is reduced in one pass under every reduction of `mtvad.scoring.reductions` (`sum`: Eq. 4 as
+written; `foreground`: the map summed over teacher or student foreground; `patch-max`: the largest 4x4-grid
+patch sum), each its own array. Both maps are computed at the network input size the checkpoint was trained
+at, on exactly the inputs, targets and predictions training used: the branch says them
+(`mtvad.students.branches`: `batch`, `predict`, `anomaly_map`, `predicted_foreground`).
+A score belongs to the frame t the sample is about; the appearance map of frame t is about frame t + 1.
+Frames a branch cannot score are **invalid**: NaN in the score arrays and False in its `valid` mask, never
 filled (appearance: frame 0, which has no t-1, and the last frame, which has no t+1; motion: frame 0, which has
 no flow). `mtvad.scoring.postprocess` says how smoothing fills them and evaluation skips them.
 
-A teacher-only baseline is recorded beside the branches: `teacher_flow`, the total RAW teacher flow magnitude of
-each frame (sum over the store's pixels, store pixels per frame; invalid at frame 0), so evaluation can show
-what the students add to the flow teacher alone.
+Teacher-only controls are recorded beside the branches, reduced the same ways at store resolution
+(`mtvad.scoring.reductions.CONTROLS`): `raw_flow` (the teacher flow magnitude; its `sum` is the former
+`teacher_flow` baseline), `masked_flow` (the flow where teacher seg > 0) and `foreground_area` (seg > 0).
+Flow controls are invalid before `flow_valid_from`; the foreground area is valid on every frame.
 
-The scores file is a Zarr v3 group (format below); scoring writes it into a temporary folder beside OUT and
-renames it into place at the end, so an interrupted run leaves no half-written scores file.
+The scores file is a Zarr v3 group; scoring writes it into a temporary folder beside OUT and renames it into
+place at the end, so an interrupted run leaves no half-written scores file. Format 2 (format 1, before the
+reductions and controls, had one array per row, `teacher_flow` among them; it is refused: score again):
 
-    OUT/                            attributes: format 'vad-scores', format_version 1, store {url, fingerprint,
+    OUT/                            attributes: format 'vad-scores', format_version 2, store {url, fingerprint,
                                     schema_version, dataset, resolution, classes, flow_valid_from}, branches,
-                                    rows, checkpoints {branch: {path, sha256, step, epoch, input_size,
-                                    n_classes, target_offset, config}}, maps, map_sizes, invalid_policy,
-                                    units, created, vad_version, torch_version, device
+                                    controls, rows (= branches + controls), reductions, reduction_labels,
+                                    patch_grid, flow_foreground_px, checkpoints {branch: {path, sha256, step,
+                                    epoch, input_size, n_classes, target_offset, config}}, maps, map_sizes,
+                                    invalid_policy, units (per row: what one pixel of its map is), created,
+                                    vad_version, torch_version, device
       train/<video>/                attributes n_frames, has_labels
-        <row> float64 (T,)          row = appearance | motion | teacher_flow: S(t), NaN where invalid
-        <row>_valid bool (T,)       False where the row cannot score the frame
+        <row>@<reduction> float64 (T,)  e.g. motion@patch-max, raw_flow@sum: the row's frame score under the
+                                    reduction, NaN where invalid (attributes units, reduction)
+        <row>_valid bool (T,)       False where the row cannot score the frame (one per row, every reduction)
       test/<video>/
         ... the same, plus
         label uint8 (T,)            the store's frame labels (when it has them), copied for evaluation
         <branch>_map float16 (T, h, w)   with --maps: the per-pixel anomaly map at the input size (NaN where
-                                    invalid); the map of appearance frame t is about the segmentation of frame
-                                    t + target_offset"""
+                                    invalid); the map of frame t is about frame t + target_offset (appearance
+                                    with the default target: t + 1)"""
 
 from __future__ import annotations
 
@@ -45,7 +53,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import numpy as np
 import zarr
@@ -54,17 +62,31 @@ from zarr.codecs import ZstdCodec
 from mtvad import __version__
 from mtvad.errors import ConfigError
 from mtvad.hashing import file_sha256
+from mtvad.scoring.reductions import (
+    CONTROL_UNITS,
+    CONTROLS,
+    FLOW_FOREGROUND_PX,
+    PATCH_GRID,
+    REDUCTION_LABELS,
+    REDUCTIONS,
+    control_scores,
+    reduce_maps,
+    row_key,
+    teacher_foreground,
+    to_size,
+)
 from mtvad.scoring.scores_file import (
-    BASELINE,
     FORMAT,
     FORMAT_VERSION,
     INVALID_POLICY,
-    BASELINE_UNITS,
     ScoresError,
     is_scores_file,
 )
 from mtvad.store.access import Store, open_store
 from mtvad.store.schema import SPLITS
+
+if TYPE_CHECKING:
+    import torch
 
 
 def load_branches(checkpoints: Sequence[str | Path], store: Store, device) -> dict[str, tuple]:
@@ -94,10 +116,24 @@ def _input_size(ckpt: dict, store: Store) -> list[int]:
     return [int(s) for s in size]
 
 
+def teacher_video(store: Store, split: str, video_id: str) -> tuple[np.ndarray, np.ndarray]:
+    """(seg uint8 (T, H, W), flow magnitude float32 (T, H, W), store px/frame) of a video, chunk by chunk."""
+    video = store.video(split, video_id)
+    n, step = video.n_frames, store.chunk_frames
+    seg = np.empty((n, *store.resolution), np.uint8)
+    flow = np.empty((n, *store.resolution), np.float32)
+    for lo in range(0, n, step):
+        frames = slice(lo, min(lo + step, n))
+        seg[frames], flow[frames] = video.seg(frames), video.flow_mag(frames)
+    return seg, flow
+
+
 def score_branch_video(store: Store, split: str, video_id: str, branch: str, model, config, ckpt: dict, device,
                        batch_size: int = 16, maps: bool = False,
-                       on_batch: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(scores float64 (T,), valid bool (T,), map float16 (T, h, w) or None) of one branch on one video."""
+                       on_batch: Callable[[int], None] | None = None, teacher_fg: torch.Tensor | None = None,
+                       ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
+    """({reduction: scores float64 (T,)}, valid bool (T,), map float16 (T, h, w) or None) of one branch on one
+    video. `teacher_fg`: the video's teacher foreground (T, H, W) at store resolution (read when not given)."""
     import torch
 
     from mtvad.students.branches import get_branch
@@ -111,7 +147,11 @@ def score_branch_video(store: Store, split: str, video_id: str, branch: str, mod
     n_classes = int(ckpt["n_classes"])
     size = _input_size(ckpt, store)
     resize_to = None if size == list(store.resolution) else size
-    scores = np.full(n, np.nan)
+    offset = the_branch.target_offset(config)
+    if teacher_fg is None:
+        teacher_fg = teacher_foreground(*teacher_video(store, split, video_id))
+    flow_px = FLOW_FOREGROUND_PX * (size[0] / store.resolution[0] + size[1] / store.resolution[1]) / 2
+    scores = {r: np.full(n, np.nan) for r in REDUCTIONS}
     valid = np.zeros(n, bool)
     amap = np.full((n, *size), np.nan, np.float16) if maps else None
     data = InMemoryDataset(store, split, [video_id], spec, n_classes)
@@ -123,9 +163,15 @@ def score_branch_video(store: Store, split: str, video_id: str, branch: str, mod
             idx = list(range(lo, min(lo + batch_size, len(data))))
             inputs, target = the_branch.batch(data.__getitems__(idx), config, n_classes, resize_to, device)
             inputs = tuple(i if i is None else i.contiguous(memory_format=cl) for i in inputs)
-            diff = the_branch.anomaly_map(the_branch.predict(model, inputs), target)
+            prediction = the_branch.predict(model, inputs)
+            diff = the_branch.anomaly_map(prediction, target)
             t = ts[idx]
-            scores[t] = diff.sum(dim=(1, 2)).double().cpu().numpy()
+            fg = to_size(teacher_fg[torch.as_tensor(t + offset)], size).to(diff.device)
+            student_fg = the_branch.predicted_foreground(prediction, flow_px)
+            if student_fg is not None:
+                fg = fg | student_fg
+            for r, values in reduce_maps(diff, fg).items():
+                scores[r][t] = values
             valid[t] = True
             if amap is not None:
                 amap[t] = diff.cpu().numpy().astype(np.float16)
@@ -135,15 +181,10 @@ def score_branch_video(store: Store, split: str, video_id: str, branch: str, mod
 
 
 def teacher_flow_scores(store: Store, split: str, video_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """The baseline: total raw teacher flow magnitude per frame (store pixels per frame), chunk by chunk."""
-    video = store.video(split, video_id)
-    n, step = video.n_frames, store.chunk_frames
-    scores = np.empty(n)
-    for lo in range(0, n, step):
-        scores[lo : lo + step] = video.flow_mag(slice(lo, min(lo + step, n))).sum(axis=(1, 2), dtype=np.float64)
-    valid = np.arange(n) >= int(store.attrs.get("flow_valid_from", 1))
-    scores[~valid] = np.nan
-    return scores, valid
+    """The raw-flow control's `sum`: total raw teacher flow magnitude per frame (store pixels per frame)."""
+    seg, flow = teacher_video(store, split, video_id)
+    reduced, valid = control_scores(seg, flow, int(store.attrs.get("flow_valid_from", 1)))["raw_flow"]
+    return reduced["sum"], valid
 
 
 @dataclass
@@ -230,12 +271,14 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
                     video = store.video(split, vid)
                     group = root.require_group(f"{split}/{vid}")
                     group.attrs.update({"n_frames": video.n_frames, "has_labels": bool(video.has_labels)})
+                    seg, flow = teacher_video(store, split, vid)
+                    fg = teacher_foreground(seg, flow)
                     for name, (model, config, ckpt, _) in branches.items():
                         bar.update(task, what=f"{name} {split}/{vid}")
                         tb = time.perf_counter()
                         s, v, m = score_branch_video(
                             store, split, vid, name, model, config, ckpt, dev, batch_size,
-                            maps=maps and split == "test", on_batch=lambda k: bar.advance(task, k))
+                            maps=maps and split == "test", on_batch=lambda k: bar.advance(task, k), teacher_fg=fg)
                         seconds[name] += time.perf_counter() - tb
                         counts[name] += int(v.sum())
                         bar.advance(task, video.n_frames - int(v.sum()))
@@ -244,7 +287,9 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
                             group.create_array(f"{name}_map", data=m, chunks=(16, *m.shape[1:]),
                                                compressors=ZstdCodec(level=3), dimension_names=["T", "h", "w"],
                                                attributes={"units": _branch(name).map_units})
-                    _write_row(group, BASELINE, *teacher_flow_scores(store, split, vid))
+                    flow_from = int(store.attrs.get("flow_valid_from", 1))
+                    for name, (reduced, valid) in control_scores(seg, flow, flow_from).items():
+                        _write_row(group, name, reduced, valid)
                     if video.has_labels:
                         group.create_array("label", data=video.label().astype(np.uint8), chunks=(video.n_frames,))
         root.attrs.update(_root_attrs(store, branches, maps, dev, torch))
@@ -268,12 +313,16 @@ def _branch(name: str):
 
 
 def _units(row: str) -> str:
-    return BASELINE_UNITS if row == BASELINE else _branch(row).score_units
+    """What a row's map holds per pixel (each reduction sums or maxes it as REDUCTION_LABELS say)."""
+    return CONTROL_UNITS[row] if row in CONTROL_UNITS else _branch(row).map_units
 
 
-def _write_row(group: zarr.Group, name: str, scores: np.ndarray, valid: np.ndarray) -> None:
-    group.create_array(name, data=np.asarray(scores, np.float64), chunks=(len(scores),), fill_value=np.nan,
-                       attributes={"units": _units(name)})
+def _write_row(group: zarr.Group, name: str, scores: dict[str, np.ndarray], valid: np.ndarray) -> None:
+    """One array per reduction ('motion@patch-max') and one validity mask ('motion_valid')."""
+    for reduction in REDUCTIONS:
+        values = np.asarray(scores[reduction], np.float64)
+        group.create_array(row_key(name, reduction), data=values, chunks=(len(values),), fill_value=np.nan,
+                           attributes={"units": _units(name), "reduction": reduction})
     group.create_array(f"{name}_valid", data=np.asarray(valid, bool), chunks=(len(valid),))
 
 
@@ -287,9 +336,11 @@ def _root_attrs(store: Store, branches: dict, maps: bool, device, torch) -> dict
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "store": {**store.identity(), "flow_valid_from": int(store.attrs.get("flow_valid_from", 1))},
-        "branches": list(branches), "rows": list(branches) + [BASELINE], "checkpoints": cks,
+        "branches": list(branches), "controls": list(CONTROLS), "rows": list(branches) + list(CONTROLS),
+        "reductions": list(REDUCTIONS), "reduction_labels": {r: REDUCTION_LABELS[r] for r in REDUCTIONS},
+        "patch_grid": PATCH_GRID, "flow_foreground_px": FLOW_FOREGROUND_PX, "checkpoints": cks,
         "maps": bool(maps), "map_sizes": {b: cks[b]["input_size"] for b in branches} if maps else {},
-        "invalid_policy": INVALID_POLICY, "units": {k: _units(k) for k in list(branches) + [BASELINE]},
+        "invalid_policy": INVALID_POLICY, "units": {k: _units(k) for k in list(branches) + list(CONTROLS)},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "vad_version": __version__,
         "torch_version": str(torch.__version__), "device": str(device), "torch_threads": torch.get_num_threads(),
     }

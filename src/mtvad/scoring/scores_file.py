@@ -17,15 +17,14 @@ from mtvad.store.access import Store
 from mtvad.store.schema import SPLITS
 
 FORMAT = "vad-scores"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: one array per row and reduction (<row>@<reduction>), the three teacher-only controls
 
-
-BASELINE = "teacher_flow"
-INVALID_POLICY = ("a frame a row cannot score is NaN in <row> and False in <row>_valid (appearance: frame 0 "
-                  "and the last frame with the seg-future target, frame 0 with the seg target; motion and "
-                  "teacher_flow: frames before flow_valid_from); smoothing fills them from the nearest valid "
-                  "frame and sets them back to NaN; evaluation counts only frames every row can score")
-BASELINE_UNITS = "sum over store pixels of the raw teacher flow magnitude, store px/frame"  # a branch's: Branch
+BASELINE = "raw_flow"  # the raw teacher flow control (format 1's `teacher_flow`)
+INVALID_POLICY = ("a frame a row cannot score is NaN in <row>@<reduction> and False in <row>_valid (appearance: "
+                  "frame 0 and the last frame with the seg-future target, frame 0 with the seg target; motion, "
+                  "raw_flow and masked_flow: frames before flow_valid_from; foreground_area: none); smoothing "
+                  "fills them from the nearest valid frame and sets them back to NaN; evaluation counts only "
+                  "frames every row can score")
 
 
 class ScoresError(VadError):
@@ -60,6 +59,18 @@ class ScoresFile:
         return list(self.attrs["rows"])
 
     @property
+    def controls(self) -> list[str]:
+        return list(self.attrs.get("controls", []))
+
+    @property
+    def reductions(self) -> list[str]:
+        return list(self.attrs.get("reductions", []))
+
+    def target_offset(self, branch: str) -> int:
+        """The map (and score) of frame t of `branch` is about frame t + target_offset."""
+        return int(self.attrs["checkpoints"].get(branch, {}).get("target_offset", 0))
+
+    @property
     def fingerprint(self) -> str:
         return self.attrs["store"]["fingerprint"]
 
@@ -72,9 +83,15 @@ class ScoresFile:
             return []
         return sorted(name for name, _ in self.root[split].groups())
 
-    def row(self, split: str, video: str, name: str) -> tuple[np.ndarray, np.ndarray]:
+    def check_reduction(self, reduction: str) -> None:
+        if reduction not in self.reductions:
+            raise ScoresError(f"{self.path}: no {reduction!r} scores (it has {', '.join(self.reductions)})")
+
+    def row(self, split: str, video: str, name: str, reduction: str = "sum") -> tuple[np.ndarray, np.ndarray]:
+        """(scores float64 (T,), valid bool (T,)) of a row under a reduction."""
+        self.check_reduction(reduction)
         g = self.root[f"{split}/{video}"]
-        return g[name][:], g[f"{name}_valid"][:].astype(bool)
+        return g[f"{name}@{reduction}"][:], g[f"{name}_valid"][:].astype(bool)
 
     def label(self, split: str, video: str) -> np.ndarray | None:
         g = self.root[f"{split}/{video}"]
@@ -85,8 +102,10 @@ class ScoresFile:
         key = f"{branch}_map"
         return g[key][frames] if key in g else None
 
-    def raw(self) -> dict[str, dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
-        return {split: {vid: {row: self.row(split, vid, row) for row in self.rows} for vid in self.video_ids(split)}
+    def raw(self, reduction: str = "sum") -> dict[str, dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]]:
+        """{split: {video: {row: (scores, valid)}}} of every row under one reduction."""
+        return {split: {vid: {row: self.row(split, vid, row, reduction) for row in self.rows}
+                        for vid in self.video_ids(split)}
                 for split in SPLITS if self.video_ids(split)}
 
     def check_store(self, store: Store) -> None:
@@ -113,7 +132,7 @@ def open_scores(path: str | Path) -> ScoresFile:
     if attrs.get("format_version") != FORMAT_VERSION:
         raise ScoresError(f"{path}: scores format {attrs.get('format_version')}, this vad {__version__} reads "
                           f"format {FORMAT_VERSION}: score again")
-    missing = [k for k in ("store", "branches", "rows", "checkpoints") if k not in attrs]
+    missing = [k for k in ("store", "branches", "controls", "rows", "reductions", "checkpoints") if k not in attrs]
     if missing:
         raise ScoresError(f"{path}: incomplete scores file (no {', '.join(missing)})")
     return ScoresFile(str(path), attrs, root)

@@ -147,3 +147,19 @@ class Synth(UCSD):
         "Generate it with `vad synth <folder>`. Expected (UCSD official layout): "
         "Train/Train001/001.tif, Test/Test001/001.tif, Test/Test001_gt/001.bmp, Test/<name>.m."
     )
+
+    def _videos(self, split: str) -> Iterator[Video]:
+        """As UCSD's, plus each test video's anomaly kind per frame (`meta["anomaly_kinds"]`: a list of T kind
+        names, null where normal) from the `Test/anomaly_kinds.json` that `vad synth` writes, when it is there;
+        `vad eval` reports the AUC per kind from it."""
+        kinds: dict = {}
+        path = self.root / "Test" / "anomaly_kinds.json"
+        if split == "test" and path.is_file():
+            import json
+
+            kinds = json.loads(path.read_text()).get("videos", {})
+        for video in super()._videos(split):
+            frames = kinds.get(video.meta.get("folder"), {}).get("frames")
+            if frames is not None and len(frames) == video.n_frames:
+                video.meta["anomaly_kinds"] = list(frames)
+            yield video
