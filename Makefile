@@ -37,7 +37,9 @@ precompute: install
 	$(BIN)/vad precompute $(DATASET) --data $(DATA) --store $(STORE) --preset $(PRESET) $(if $(WORKERS),--workers $(WORKERS))
 
 # The demo's students: small (64x64 inputs, 150 steps of 8 samples per branch) so that the whole demo runs in
-# minutes on a 2-core CPU; a rerun resumes the finished checkpoints (no-op) and rescores.
+# minutes on a 2-core CPU; a rerun resumes the finished checkpoints (no-op) and rescores. Validated every 50
+# steps on held-out training videos; the checkpoint of the lowest validation loss (best.pt) is scored (last.pt
+# for a run from before validation, which has none).
 DEMO       ?= outputs/demo
 DEMO_SIZE  ?= 64
 DEMO_STEPS ?= 150
@@ -49,10 +51,10 @@ demo: install
 	$(BIN)/vad store info $(DEMO_STORE)
 	for b in appearance motion; do \
 	  $(BIN)/vad train --store $(DEMO_STORE) --branch $$b --size $(DEMO_SIZE) --max-steps $(DEMO_STEPS) \
-	    --out $(DEMO)/train $$(test -f $(DEMO)/train/$$b/last.pt && echo --resume) || exit 1; \
+	    --checkpoint-every 50 --out $(DEMO)/train $$(test -f $(DEMO)/train/$$b/last.pt && echo --resume) || exit 1; \
 	done
-	$(BIN)/vad score --store $(DEMO_STORE) --checkpoint $(DEMO)/train/appearance/last.pt \
-	  --checkpoint $(DEMO)/train/motion/last.pt --out $(DEMO)/scores.zarr --maps --overwrite
+	$(BIN)/vad score --store $(DEMO_STORE) $(foreach b,appearance motion,--checkpoint $(DEMO)/train/$(b)/$$(test -f \
+	  $(DEMO)/train/$(b)/best.pt && echo best.pt || echo last.pt)) --out $(DEMO)/scores.zarr --maps --overwrite
 	$(BIN)/vad report --scores $(DEMO)/scores.zarr --store $(DEMO_STORE) --out $(DEMO)/report
 	$(BIN)/vad eval --scores $(DEMO)/scores.zarr --store $(DEMO_STORE) --out $(DEMO)/results.json
 	@echo "report: $(DEMO)/report/index.html (figures), results: $(DEMO)/results.json"
