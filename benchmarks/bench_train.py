@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from mtvad.store.access import open_store  # noqa: E402
 from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig  # noqa: E402
 from mtvad.students.branches import get_branch  # noqa: E402
-from mtvad.students.data import make_train_data  # noqa: E402
+from mtvad.students.data import make_train_data, n_outputs  # noqa: E402
 from mtvad.students.loss import patch_loss  # noqa: E402
 from mtvad.students.models import build_model, count_parameters  # noqa: E402
 
@@ -72,7 +72,7 @@ def bench_loader(store_url: str, batch: int, n_batches: int) -> dict:
         t0 = time.perf_counter()
         data = make_train_data(store, branch, cfg, CPU)
         load_s = time.perf_counter() - t0
-        n_classes = len(store.classes)
+        n_classes = n_outputs(store.classes)
         decode = lambda raw: get_branch(branch).batch(raw, cfg, n_classes, None, CPU)  # noqa: E731
         row = {
             "samples": len(data.dataset),
@@ -124,7 +124,7 @@ def bench_training(store_url: str, sizes: list[int], batch: int, steps: int) -> 
             cfg = config(store_url, branch, batch, in_memory=True, size=[size, size])
             data = make_train_data(store, branch, cfg, CPU)
             torch.manual_seed(0)
-            model = build_model(branch, cfg, len(store.classes)).train()
+            model = build_model(branch, cfg, n_outputs(store.classes)).train()
             opt = torch.optim.Adam(model.parameters(), lr=1e-3, fused=True)
             resize_to = None if [size, size] == list(store.resolution) else [size, size]
             data.sampler.set_epoch(0)
@@ -133,7 +133,7 @@ def bench_training(store_url: str, sizes: list[int], batch: int, steps: int) -> 
             for i in range(steps + 1):
                 raw = next(it)
                 t0 = time.perf_counter()
-                inputs, target = get_branch(branch).batch(raw, cfg, len(store.classes), resize_to, CPU)
+                inputs, target = get_branch(branch).batch(raw, cfg, n_outputs(store.classes), resize_to, CPU)
                 loss = patch_loss(get_branch(branch).predict(model, inputs), target)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
