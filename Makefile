@@ -9,7 +9,7 @@ PRESET  ?= cpu
 WORKERS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test precompute demo bench bench-teachers clean help
+.PHONY: install test precompute demo bench bench-teachers bench-reductions clean help
 
 help:
 	@echo "make demo        synthetic dataset -> store -> train both students (small) -> score -> report -> AUC table"
@@ -17,6 +17,7 @@ help:
 	@echo "make precompute  DATASET=ped2 DATA=path/to/ped2 [STORE=stores/ped2.zarr] [PRESET=cpu] [WORKERS=2]"
 	@echo "make bench       throughput, overhead, scaling, storage and memory benchmarks (needs ../shared)"
 	@echo "make bench-teachers  teacher quality on real Ped2 (needs ../shared and STORE=stores/ped2.zarr)"
+	@echo "make bench-reductions  AUC of every frame reduction x calibration x fusion [SCORES=... STORE=...] (default: the demo's)"
 
 install: $(VENV)/.installed
 
@@ -64,6 +65,11 @@ bench: install
 
 bench-teachers: install
 	$(BIN)/python benchmarks/bench_teachers.py --store $(STORE)
+
+# every frame reduction x calibration x fusion of a scores file, controls beside (default: the demo's)
+SCORES ?= $(DEMO)/scores.zarr
+bench-reductions: install
+	$(BIN)/python benchmarks/bench_reductions.py --scores $(SCORES) --store $(if $(filter $(SCORES),$(DEMO)/scores.zarr),$(DEMO_STORE),$(STORE))
 
 clean:
 	rm -rf stores data/synth .pytest_cache

@@ -16,6 +16,9 @@ Prints, for every reduction of the scores file (`sum`, `foreground`, `patch-max`
    training scores, with statistics of the other training videos only);
 3. with kinds (the store's, or --kinds FILE), the AUC per anomaly kind of every row under the chosen setting.
 
+`--combine A.json B.json ...` prints one markdown table over several runs' `--json` files (e.g. the demo on
+several synthetic seeds) with the mean of each setting.
+
 Test labels are used only to print the AUCs: the training-only columns are what a default may be picked from
 without looking at a benchmark's test set (the synthetic set's labels may be looked at: it is ours).
 """
@@ -138,8 +141,33 @@ def print_tables(r: dict) -> None:
     print(f"\n({r['seconds']:.1f} s)")
 
 
+def combine(paths: list[str]) -> None:
+    """One markdown table over several runs' --json files: fused micro / macro AUC and train LOO FA per
+    reduction x calibration x fusion, one column per run and the mean."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    print("| fused: reduction / calibration / fusion | " + " | ".join(f"run {i + 1}" for i in range(len(runs)))
+          + " | mean micro | mean macro | mean train LOO FA |")
+    print("|---" * (len(runs) + 4) + "|")
+    for reduction, entry in runs[0]["reductions"].items():
+        for name in entry["fused"]:
+            ms = [r["reductions"][reduction]["fused"][name] for r in runs]
+            cells = [f"{m['micro_auc']:.3f} / {m['macro_auc']:.3f} / {m['train_loo_false_alarms']:.3f}" for m in ms]
+            mean = [np.mean([m[k] for m in ms]) for k in ("micro_auc", "macro_auc", "train_loo_false_alarms")]
+            print(f"| {reduction} / {name.replace('/', ' / ')} | " + " | ".join(cells)
+                  + f" | {mean[0]:.3f} | {mean[1]:.3f} | {mean[2]:.3f} |")
+    print("\n| row (micro AUC) | reduction | " + " | ".join(f"run {i + 1}" for i in range(len(runs))) + " | mean |")
+    print("|---" * (len(runs) + 3) + "|")
+    for row in runs[0]["reductions"]["sum"]["rows"]:
+        for reduction in runs[0]["reductions"]:
+            vals = [r["reductions"][reduction]["rows"][row]["micro_auc"] for r in runs]
+            print(f"| {row} | {reduction} | " + " | ".join(f"{v:.3f}" for v in vals) + f" | {np.mean(vals):.3f} |")
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    if len(sys.argv) > 2 and sys.argv[1] == "--combine":
+        return combine(sys.argv[2:])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     epilog="bench_reductions.py --combine A.json B.json ...: one table over runs")
     parser.add_argument("--scores", required=True)
     parser.add_argument("--store", required=True)
     parser.add_argument("--kinds", default=None, help="anomaly_kinds.json (default: the store's kinds, if any)")
