@@ -176,5 +176,5 @@ def test_a_third_branch_is_one_class_and_one_registry_entry(tmp_path, monkeypatc
     assert ckpt["branch"] == "brightness" and isinstance(model, Brightness)
     store = open_store(store.url)
     scores, valid, amap = score_branch_video(store, "test", "01", "brightness", model, config, ckpt, CPU, maps=True)
-    assert valid.all() and np.isfinite(scores).all() and amap.shape == (6, 32, 32)
-    assert np.allclose(amap.astype(np.float64).sum(axis=(1, 2)), scores, rtol=2e-3)
+    assert valid.all() and np.isfinite(scores["sum"]).all() and amap.shape == (6, 32, 32)
+    assert np.allclose(amap.astype(np.float64).sum(axis=(1, 2)), scores["sum"], rtol=2e-3)
