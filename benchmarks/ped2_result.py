@@ -57,15 +57,15 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     times: dict[str, float] = {}
     if not (Path(args.store) / "zarr.json").exists():
-        run("precompute", [tool("pipeline"), "precompute", "ped2", "--data", args.data, "--store", args.store,
+        run("precompute", [tool("vad"), "precompute", "ped2", "--data", args.data, "--store", args.store,
                            "--workers", str(args.workers), "--no-progress"], times)
     resume = all((out / b / "last.pt").exists() for b in ("appearance", "motion"))
     run("train", [tool("vad"), "train", "--store", args.store, "--branch", "both", "--size", str(args.size),
                   "--max-steps", str(args.max_steps), "--out", str(out), "--no-progress"]
         + (["--resume"] if resume else []), times)
     scores = out / "scores.zarr"
-    run("score", [tool("vad"), "score", "--store", args.store, "--checkpoint", str(out / "appearance" / "last.pt"),
-                  "--checkpoint", str(out / "motion" / "last.pt"), "--out", str(scores), "--maps", "--overwrite",
+    run("score", [tool("vad"), "score", "--store", args.store, "--checkpoint", str(out / "appearance" / "best.pt"),
+                  "--checkpoint", str(out / "motion" / "best.pt"), "--out", str(scores), "--maps", "--overwrite",
                   "--no-progress"], times)
     run("eval", [tool("vad"), "eval", "--scores", str(scores), "--store", args.store, "--out",
                  str(out / "results.json")], times)

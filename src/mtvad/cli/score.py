@@ -51,7 +51,7 @@ def _post_config(window: int, polyorder: int, normalise: str, threshold_quantile
 def score_cmd(
     store: Annotated[str, typer.Option("--store", help="teacher store the checkpoints were trained on",
                                        show_default=False)],
-    checkpoint: Annotated[list[str], typer.Option("--checkpoint", help="OUT/<branch>/last.pt; repeat for both "
+    checkpoint: Annotated[list[str], typer.Option("--checkpoint", help="OUT/<branch>/best.pt (or last.pt); repeat for both "
                                                                        "branches", show_default=False)],
     out: Annotated[Path, typer.Option("--out", help="scores file to write (a Zarr folder)")] = Path(
         "outputs/scores.zarr"),
@@ -68,7 +68,7 @@ def score_cmd(
     """Eq. 4 per frame and branch, over every test and training frame, under every frame reduction (sum,
     foreground, patch-max), beside the teacher-only controls (raw flow, masked flow, foreground area).
 
-    Example: vad score --store stores/ped2.zarr --checkpoint runs/ped2/appearance/last.pt --checkpoint runs/ped2/motion/last.pt --out runs/ped2/scores.zarr --maps
+    Example: vad score --store stores/ped2.zarr --checkpoint runs/ped2/appearance/best.pt --checkpoint runs/ped2/motion/best.pt --out runs/ped2/scores.zarr --maps
     """
     from mtvad.scoring.score import score
 
