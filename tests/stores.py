@@ -158,3 +158,24 @@ def scored_stores(root: Path) -> dict[str, Path]:
         p["motion"] = p["run"] / "motion" / "last.pt"
         score(str(p["store"]), [p["appearance"], p["motion"]], p["scores"], maps=True, progress=False)
     return p
+
+
+def scores_with_maps(paths, out: Path, **maps):
+    """A copy (at out/scores.zarr) of the shared scores file whose test maps of each named branch are
+    `maps[branch](mask)` (mask: the video's pixel mask, bool per frame), opened."""
+    import shutil
+
+    import zarr
+
+    from mtvad.scoring.scores_file import open_scores
+
+    copy = Path(out) / "scores.zarr"
+    shutil.copytree(paths["scores"], copy)
+    store = open_store(paths["store"])
+    group = zarr.open_group(str(copy), mode="r+")
+    for vid in ("01", "02", "03"):
+        mask = store.video("test", vid).mask()
+        for branch, of_mask in maps.items():
+            group[f"test/{vid}/{branch}_map"][:] = of_mask(mask).astype(np.float16)
+    return open_scores(copy)
+

@@ -18,6 +18,7 @@ from mtvad.scoring.score import score
 from mtvad.scoring.scores_file import BASELINE, ScoresError, open_scores
 from mtvad.store.access import open_store
 from tests.conftest import one_line_error
+from tests.stores import scores_with_maps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
@@ -103,21 +104,6 @@ def _next(mask):
     return np.concatenate([mask[1:], mask[-1:]])
 
 
-def _with_maps(paths, tmp_path, appearance, motion):
-    """A copy of the scores file whose test maps are `appearance(mask)` and `motion(mask)` (mask: bool per frame)."""
-    import shutil
-
-    copy = tmp_path / "scores.zarr"
-    shutil.copytree(paths["scores"], copy)
-    store = open_store(paths["store"])
-    group = zarr.open_group(str(copy), mode="r+")
-    for vid in ("01", "02", "03"):
-        mask = store.video("test", vid).mask()
-        group[f"test/{vid}/appearance_map"][:] = appearance(mask).astype(np.float16)
-        group[f"test/{vid}/motion_map"][:] = motion(mask).astype(np.float16)
-    return open_scores(copy)
-
-
 def _per_pixel_training_mean(scores, branch):
     """Eq. 4's score is a map's sum: the mean training score over the map's pixels is the mean per-pixel activation."""
     values = np.concatenate([scores.row("train", v, branch)[0] for v in scores.video_ids("train")])
@@ -127,7 +113,8 @@ def _per_pixel_training_mean(scores, branch):
 
 def test_the_fused_pixel_map_is_the_max_of_the_branch_maps_over_their_training_means(paths, tmp_path):
     store, post = open_store(paths["store"]), PostConfig(window=5, polyorder=2)
-    both = _with_maps(paths, tmp_path / "a", _next, lambda m: 2 * m)  # both maps are the mask of their frame
+    # both maps are the mask of their frame
+    both = scores_with_maps(paths, tmp_path / "a", appearance=_next, motion=lambda m: 2 * m)
     auc = {row: m["pixel_auc"] for row, m in evaluate(both, store, post).results["rows"].items()}
     assert auc["appearance"] == auc["motion"] == auc["fused"] == 1.0
     # appearance: the mask; motion: its complement, scaled so that after division by the training means it is
@@ -135,7 +122,8 @@ def test_the_fused_pixel_map_is_the_max_of_the_branch_maps_over_their_training_m
     scores = open_scores(paths["scores"])
     ratio = _per_pixel_training_mean(scores, "motion") / _per_pixel_training_mean(scores, "appearance")
     for factor, fused in ((0.5, 1.0), (2.0, 0.0)):
-        sf = _with_maps(paths, tmp_path / str(factor), _next, lambda m: factor * ratio * ~m)
+        sf = scores_with_maps(paths, tmp_path / str(factor), appearance=_next,
+                              motion=lambda m: factor * ratio * ~m)
         r = evaluate(sf, store, post).results
         assert r["rows"]["appearance"]["pixel_auc"] == 1.0 and r["rows"]["motion"]["pixel_auc"] == 0.0
         assert r["rows"]["fused"]["pixel_auc"] == fused, factor

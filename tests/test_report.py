@@ -19,6 +19,7 @@ from mtvad.scoring.score import score
 from mtvad.scoring.scores_file import open_scores
 from mtvad.store.access import open_store
 from tests.conftest import one_line_error, run_vad
+from tests.stores import scores_with_maps
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 runner = CliRunner()
@@ -115,19 +116,9 @@ def test_report_writes_every_figure_it_lists_and_each_shows_its_data(paths, tmp_
 
 
 def test_the_maps_figure_shows_the_map_of_each_top_frame_over_its_input(paths, tmp_path, drawn):
-    import shutil
-
-    import zarr
-
     # a copy of the scores whose appearance maps are 1 on the anomalous square, 0 elsewhere (+ t / 1000 on frame t)
-    copy = tmp_path / "scores.zarr"
-    shutil.copytree(paths["scores"], copy)
-    store = open_store(paths["store"])
-    group = zarr.open_group(str(copy), mode="r+")
-    for vid in ("01", "02", "03"):
-        mask = store.video("test", vid).mask()
-        group[f"test/{vid}/appearance_map"][:] = (mask + np.arange(10)[:, None, None] / 1000).astype(np.float16)
-    scores, post = open_scores(copy), PostConfig(window=5, polyorder=2)
+    scores = scores_with_maps(paths, tmp_path, appearance=lambda m: m + np.arange(10)[:, None, None] / 1000)
+    store, post = open_store(paths["store"]), PostConfig(window=5, polyorder=2)
     make_report(scores, store, tmp_path / "rep", post, top_k=3)
     fig, dpi = drawn["maps_appearance.png"]
     calibrated = report_module.process(scores.raw(post.reduction), scores.branches, post).calibrated["test"]
