@@ -407,3 +407,90 @@ def test_real_video_file_seeks_exactly():
     sequential = [cv2.cvtColor(cap.read()[1], cv2.COLOR_BGR2RGB) for _ in range(4)]
     cap.release()
     np.testing.assert_array_equal(block, np.stack(sequential))
+
+
+# --- truncated and damaged video files (issue 12, class 4) ---------------------------------------------------
+
+
+def cut_bytes(path: Path, keep: int | float) -> Path:
+    """Cut a file to its first `keep` bytes (or that fraction of them), as an interrupted copy leaves it."""
+    data = path.read_bytes()
+    path.write_bytes(data[: keep if isinstance(keep, int) else int(len(data) * keep)])
+    return path
+
+
+def write_textured_avi(path: Path, n: int, fourcc: str = "XVID") -> Path:
+    """An AVI of n textured frames (noise that the codec cannot squeeze into a few bytes)."""
+    import cv2
+
+    rng = np.random.default_rng(0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), 10, (64, 48))
+    assert writer.isOpened(), f"OpenCV cannot write {path}"
+    for _ in range(n):
+        writer.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+def test_video_file_cut_in_half_is_an_error_naming_both_counts(tmp_path, capfd):
+    cut_bytes(write_textured_avi(tmp_path / "train" / "cam.avi", 20, "MJPG"), 0.5)
+    (video,) = open_dataset("folder", tmp_path).videos()
+    with pytest.raises(DatasetError, match=r"cam\.avi: .*header says 20 frames, but (\d|1\d) decode") as err:
+        video.validate()
+    assert "truncated" in str(err.value)
+    with pytest.raises(DatasetError, match=r"cam\.avi: "):
+        video.read(0, 2)  # a block read checks the same
+    assert capfd.readouterr().err == ""  # the decoder's own messages stay off the terminal
+
+
+def test_video_file_whose_last_frame_is_cut_is_an_error(tmp_path, capfd):
+    path = write_textured_avi(tmp_path / "train" / "cam.avi", 12)
+    data = path.read_bytes()
+    last = data.rfind(b"00dc", 0, data.rfind(b"idx1"))  # the last frame's chunk: '00dc', its size, its bytes
+    size = int.from_bytes(data[last + 4 : last + 8], "little")
+    cut_bytes(path, last + 8 + size // 2)  # the header still says 12 frames and 12 still "decode"
+    (video,) = open_dataset("folder", tmp_path).videos()
+    with pytest.raises(DatasetError, match=r"cam\.avi: its last frame does not decode cleanly.*12 frames.*12 decode"):
+        video.validate()
+    assert capfd.readouterr().err == ""
+
+
+def test_video_file_whole_reads_quietly(tmp_path, capfd):
+    path = write_textured_avi(tmp_path / "v.avi", 12)
+    video = VideoFile(str(path))
+    assert video.n_frames == 12 and video.read(0, 12).shape == (12, 48, 64, 3)
+    assert capfd.readouterr().err == ""
+
+
+def test_video_file_that_cannot_be_opened_is_one_error_without_decoder_noise(tmp_path, capfd):
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))  # an MP4 whose index (moov) never came
+    with pytest.raises(DatasetError, match=r"clip\.mp4: OpenCV cannot open this video file"):
+        VideoFile.open(path)
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.skipif(not VTEST.is_dir(), reason=f"OpenCV sample video not found at {VTEST}")
+def test_real_video_cut_in_half_names_795_and_399(tmp_path, capfd):
+    cut = tmp_path / "vtest.avi"
+    cut.write_bytes((VTEST / "vtest.avi").read_bytes())
+    cut_bytes(cut, 0.5)
+    with pytest.raises(DatasetError, match=r"vtest\.avi: .*header says 795 frames, but 399 decode"):
+        VideoFile.open(cut)
+    assert capfd.readouterr().err == ""
+
+
+@pytest.mark.slow
+def test_precompute_of_a_truncated_video_is_one_error_line_and_writes_no_store(tmp_path):
+    from tests.conftest import run_vad
+
+    cut_bytes(write_textured_avi(tmp_path / "data" / "train" / "cam.avi", 20), 0.5)
+    before = (tmp_path / "data" / "train" / "cam.avi").read_bytes()
+    result = run_vad("precompute", "folder", "--data", str(tmp_path / "data"), "--store", str(tmp_path / "s.zarr"),
+                     "--resolution", "32", "--scheduler", "inprocess")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "cam.avi" in lines[0], result.stderr
+    assert "header says 20 frames" in lines[0] and "Traceback" not in result.stderr
+    assert not (tmp_path / "s.zarr").exists() and (tmp_path / "data" / "train" / "cam.avi").read_bytes() == before

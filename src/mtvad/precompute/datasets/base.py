@@ -11,6 +11,11 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import tempfile
+import threading
+from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -131,10 +136,14 @@ def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
 
 @dataclass(frozen=True)
 class VideoFile:
-    """A video stored as one file that OpenCV decodes (AVI, MP4, ...)."""
+    """A video stored as one file that OpenCV decodes (AVI, MP4, ...).
+
+    Its frames are counted by decoding them all (`count_video_frames`), which also refuses a truncated or
+    damaged file: a decoded count that differs from the container header's, or a last frame that does not
+    decode cleanly."""
 
     path: str
-    frames: int = -1  # counted by decoding when not given: container frame counts are unreliable
+    frames: int = -1  # counted (and checked) by decoding when not given
 
     @classmethod
     def open(cls, path: Path) -> "VideoFile":
@@ -147,12 +156,13 @@ class VideoFile:
     def frame_size(self) -> tuple[int, int]:
         import cv2
 
-        cap = _open_capture(self.path)
-        try:
-            h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
-            w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
-        finally:
-            cap.release()
+        with decoder_messages() as messages:
+            cap = _open_capture(self.path, messages)
+            try:
+                h = int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+                w = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+            finally:
+                cap.release()
         return (h, w)
 
     def read(self, start: int, stop: int) -> np.ndarray:
@@ -160,36 +170,79 @@ class VideoFile:
 
         n = self.n_frames
         _check_range(self.path, start, stop, n)
-        cap = _open_capture(self.path)
-        try:
-            if start:
-                cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-            out = []
-            for i in range(start, stop):
-                ok, bgr = cap.read()
-                if not ok:
-                    raise DatasetError(f"{self.path}: cannot decode frame {i} of {n} (truncated file?)")
-                out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-        finally:
-            cap.release()
+        with decoder_messages() as messages:
+            cap = _open_capture(self.path, messages)
+            try:
+                if start:
+                    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
+                out = []
+                for i in range(start, stop):
+                    ok, bgr = cap.read()
+                    if not ok:
+                        raise DatasetError(f"{self.path}: cannot decode frame {i} of {n} (truncated file?)")
+                    out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+            finally:
+                cap.release()
         return np.stack(out)
 
 
-def _open_capture(path: str):
+_STDERR = threading.Lock()
+
+
+@contextmanager
+def decoder_messages() -> Iterator[Callable[[], bytes]]:
+    """While a video file is decoded, what OpenCV and FFmpeg write to stderr (file descriptor 2: C code, out of
+    Python's reach) goes to a temporary file instead of the terminal; the function yielded returns it so far.
+
+    OpenCV sets FFmpeg's log level to errors, so anything written there is a decoder error ("ac-tex damaged",
+    "Error at MB", "moov atom not found"). One window at a time (a lock); while it is open, stderr output of other
+    threads of the process goes there too and is dropped."""
+    with _STDERR, tempfile.TemporaryFile() as sink:
+        try:
+            sys.stderr.flush()
+            saved = os.dup(2)
+        except (OSError, ValueError, AttributeError):  # no stderr to redirect (closed, or replaced by None)
+            yield lambda: b""
+            return
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield lambda: os.pread(sink.fileno(), os.fstat(sink.fileno()).st_size, 0)
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _said(messages: bytes) -> str:
+    """Decoder messages as one short line, without FFmpeg's `[codec @ 0x55d0...]` prefixes."""
+    text = re.sub(r"\[[^\]]*@ 0x[0-9a-fA-F]+\]", " ", messages.decode(errors="replace"))
+    return " ".join(text.split())[:160]
+
+
+def _open_capture(path: str, messages: Callable[[], bytes] | None = None):
+    """An opened cv2.VideoCapture; `messages`: the decoder's so far (`decoder_messages`), quoted on failure."""
     import cv2
 
     if not os.path.isfile(path):
         raise DatasetError(f"{path}: video file does not exist")
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
-        raise DatasetError(f"{path}: OpenCV cannot open this video file")
+        said = _said(messages()) if messages else ""
+        raise DatasetError(f"{path}: OpenCV cannot open this video file" + (f" ({said})" if said else ""))
     return cap
 
 
-def count_video_frames(path: Path) -> int:
-    """Number of decodable frames (grabbed one by one: container headers are often wrong).
+# Decoders hold back up to this many frames (H.264/HEVC reordering): an error reported while the last
+# DECODER_DELAY frames are grabbed, or at the end of the file, may be the last frame's.
+DECODER_DELAY = 16
 
-    Cached per (path, modification time, size): a lazily listed `VideoFile` asks for it on every read.
+
+def count_video_frames(path: Path) -> int:
+    """Number of decodable frames (grabbed one by one: every frame is decoded), checked against the file.
+
+    A DatasetError naming the file and both counts when the count differs from the container header's (a
+    truncated file: the header still says how many frames were written), or when the decoder reports an error
+    while decoding the last frames (a file cut inside its last frame). A header without a count (0) is not
+    compared. Cached per (path, modification time, size): a lazily listed `VideoFile` asks for it on every read.
     """
     path = str(path)
     if not os.path.isfile(path):
@@ -200,13 +253,29 @@ def count_video_frames(path: Path) -> int:
 
 @lru_cache(maxsize=4096)
 def _count_frames(path: str, mtime_ns: int, size: int) -> int:
-    cap = _open_capture(path)
-    n = 0
-    try:
-        while cap.grab():
-            n += 1
-    finally:
-        cap.release()
+    import cv2
+
+    with decoder_messages() as messages:
+        cap = _open_capture(path, messages)
+        try:
+            header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+            written = [len(messages())]  # bytes of decoder messages after opening and after each frame
+            n = 0
+            while cap.grab():
+                n += 1
+                written.append(len(messages()))
+        finally:
+            cap.release()
+        text = messages()
+    late = text[written[max(n - DECODER_DELAY, 0)]:]  # written while the last frames were decoded, and at the end
+    said = _said(late)
+    if header > 0 and n != header:
+        raise DatasetError(f"{path}: truncated or damaged video file: its header says {header} frames, but {n} "
+                           f"decode" + (f" (decoder: {said})" if said else ""))
+    if late:
+        counts = f"its header says {header} frames, {n} decode" if header > 0 else f"{n} frames decode"
+        raise DatasetError(f"{path}: its last frame does not decode cleanly ({counts}; decoder: {said}): the file "
+                           "is truncated or damaged")
     return n
 
 
