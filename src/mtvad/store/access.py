@@ -191,10 +191,16 @@ class Store:
 
     def identity(self) -> dict[str, Any]:
         """Which store this is, as recorded in checkpoints and scores files (JSON-safe: class ids as str keys;
-        `class_ids` reads them back): url, fingerprint, schema_version, dataset, resolution, classes."""
+        `class_ids` reads them back): url, fingerprint, schema_version, dataset, resolution, classes, created
+        (when this build began: a copy or a packed store keeps it, a rebuild does not) and videos
+        ({split: {video id: frames}}). `mtvad.students.checkpoint.check_fits_store` compares them."""
         return {"url": self.url, "fingerprint": self.fingerprint,
                 "schema_version": int(self.root.attrs["schema_version"]), "dataset": self.dataset,
-                "resolution": list(self.resolution), "classes": {str(k): v for k, v in self.classes.items()}}
+                "resolution": list(self.resolution), "classes": {str(k): v for k, v in self.classes.items()},
+                "created": self.root.attrs.get("created"),
+                "videos": {split: {vid: int(group.attrs.get("n_frames", -1))
+                                   for vid, group in sorted(self.root[split].groups())}
+                           for split in SPLITS if split in self.root}}
 
     def video_ids(self, split: str) -> list[str]:
         _check_split(split)

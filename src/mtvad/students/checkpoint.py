@@ -8,7 +8,8 @@ it and no pickled code ever runs):
     branch                        a registered branch's name ('appearance' | 'motion', mtvad.students.branches)
     config                        the full TrainConfig as a dict (mtvad.students.config.TrainConfig.from_dict reads it)
     store                         which store trained it (mtvad.store.access.Store.identity): url, fingerprint,
-                                  schema_version, dataset, resolution, classes (str class ids)
+                                  schema_version, dataset, resolution, classes (str class ids), created, videos
+                                  ({split: {id: frames}}; checkpoints of older vads lack created and videos)
     model, optimizer, scheduler   state dicts (Adam, StepLR); grad_scaler when fp16 AMP ran
     epoch, step_in_epoch, step    where training stands: epoch (0-based) in progress, batches done in it,
                                   optimizer steps done in all
@@ -29,22 +30,33 @@ it and no pickled code ever runs):
 `last.pt`), without the optimizer state (`optimizer` is {}; a resume reads last.pt); at the end of a run its
 validation fields are brought up to date.
 
-Writing goes to a temporary file in the same folder, flushed and fsynced, then `os.replace`d over the old one:
-a kill at any moment leaves either the old or the new checkpoint, never a torn one.
+Writing goes to a temporary file in the same folder (`.last.pt.tmp-PID`), flushed and fsynced, then
+`os.replace`d over the old one: a kill at any moment leaves either the old or the new checkpoint, never a torn
+one. A failed write removes its temporary file; one left by a killed process is removed at the next save in
+that folder (only `.last.pt.tmp-PID` / `.best.pt.tmp-PID` files whose process is gone, untouched for a minute).
+
+Which store a checkpoint may be used with is `check_fits_store`; a checkpoint that holds pickled objects (code a
+load would run) is refused, never loaded.
 """
 
 from __future__ import annotations
 
 import os
+import pickle
 import random
+import re
+import time
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 
 from mtvad import __version__
+from mtvad.console import console
 from mtvad.errors import CheckpointError, ConfigError
 from mtvad.store.access import Store, class_ids
 from mtvad.store.schema import SCHEMA_VERSION
@@ -102,20 +114,70 @@ def restore_rng(state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------ write / read
 
 
-def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
-    """Write atomically: temp file in the same folder, fsync, os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+# save_checkpoint's temporary files (of the two names it writes)
+_TEMP = re.compile(rf"\.(?:{re.escape(CHECKPOINT_NAME)}|{re.escape(BEST_NAME)})\.tmp-(?P<pid>\d+)")
+
+
+def temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
+# A temp file untouched this long whose process is gone is left over. The age keeps a file that a process of
+# another host (a shared folder: its PID means nothing here) is writing now.
+STALE_AFTER_S = 60
+
+
+def remove_stale_temps(folder: Path) -> list[Path]:
+    """Remove the temporary checkpoint files (`.last.pt.tmp-PID`, `.best.pt.tmp-PID`, regular files only) of
+    processes that are gone from a checkpoint folder, untouched for STALE_AFTER_S: what a kill during a write
+    leaves. Returns those removed."""
+    removed = []
     try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    now = time.time()
+    for entry in entries:
+        match = _TEMP.fullmatch(entry.name)
+        try:
+            if not match or not entry.is_file(follow_symlinks=False):
+                continue
+            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_AFTER_S:
+                continue
+        except OSError:
+            continue
+        pid = int(match["pid"])
+        if pid == os.getpid() or psutil.pid_exists(pid):
+            continue  # this process's own, or another run writing now
+        try:
+            os.unlink(entry.path)
+            removed.append(Path(entry.path))
+        except OSError:
+            pass  # gone meanwhile, or not ours to remove: left as it is
+    return removed
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
+    """Write atomically: temp file in the same folder, fsync, os.replace. The temp file is removed on any
+    failure (a CheckpointError naming the file for an OSError: disk full, read-only folder); temp files of
+    killed processes in the folder are removed first."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path.parent)
         with open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot write the checkpoint ({exc.strerror or exc})") from None
     finally:
-        if tmp.exists():
-            tmp.unlink()
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     return path
 
 
@@ -127,11 +189,15 @@ def load_checkpoint(path: str | Path, *, branch: str | None = None,
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint at this path")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:  # truncated zip, not a torch file, refused pickled objects
+        with warnings.catch_warnings():  # torch warns about pickle protocols of files it then refuses
+            warnings.simplefilter("ignore")
+            ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(_unpickling_error(path, exc)) from None
+    except Exception as exc:  # truncated zip, not a torch file
         lines = [l.strip() for l in str(exc).splitlines() if l.strip()] or [type(exc).__name__]
-        first = next((l for l in lines if "WeightsUnpickler error" in l), lines[0])[:200]
-        raise CheckpointError(f"{path}: unreadable checkpoint (truncated or not a vad checkpoint: {first})") from None
+        raise CheckpointError(f"{path}: unreadable checkpoint (truncated or not a vad checkpoint: "
+                              f"{lines[0][:200]})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a vad checkpoint")
     if ckpt.get("format_version") != FORMAT_VERSION:
@@ -153,20 +219,88 @@ def load_checkpoint(path: str | Path, *, branch: str | None = None,
     return ckpt
 
 
-def check_fits_store(path: str | Path, ckpt: dict[str, Any], store: Store, *, remedy: str) -> None:
-    """The one rule for using a checkpoint with a store (training on with --resume, scoring): it was trained on
-    a store of the same fingerprint (teachers, their settings, resolution, schema) and the same class
-    vocabulary. `remedy` ends the message: what to do instead."""
+def _unpickling_error(path: Path, exc: pickle.UnpicklingError) -> str:
+    """The one line for a file torch's weights-only reader refused: what it holds, never torch's advice on how
+    to let it load (that would run the pickled code)."""
+    text = str(exc)
+    if "Weights only load failed" not in text and "WeightsUnpickler" not in text:
+        return f"{path}: unreadable checkpoint (truncated or not a vad checkpoint: {text.splitlines()[0][:200]})"
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    what = f" ({found[1]})" if found else ""
+    return (f"{path}: holds pickled Python code or objects{what}, which vad does not load: a vad checkpoint holds "
+            "only tensors, numbers, strings, lists and dicts (not a vad checkpoint, or a crafted one)")
+
+
+def _video_changes(there: dict[str, int], here: dict[str, int], limit: int = 4) -> str:
+    """How the videos {id: frames} of the store trained on ('there') and of this store ('here') differ."""
+    changed = [f"{v} has {here[v]} frames here, {there[v]} there" for v in sorted(set(there) & set(here))
+               if here[v] != there[v]]
+    gone, new = sorted(set(there) - set(here)), sorted(set(here) - set(there))
+    parts = changed[:limit]
+    if gone:
+        parts.append(f"{', '.join(gone[:limit])}{' ...' if len(gone) > limit else ''} only there")
+    if new:
+        parts.append(f"{', '.join(new[:limit])}{' ...' if len(new) > limit else ''} only here")
+    return "; ".join(parts) or "the same"
+
+
+def check_fits_store(path: str | Path, ckpt: dict[str, Any], store: Store, *, remedy: str) -> str | None:
+    """The one rule for using a checkpoint with a store (training on with --resume, scoring).
+
+    Refused (a CheckpointError naming the checkpoint and both stores, ending with `remedy`: what to do
+    instead): another fingerprint (teachers, their settings, resolution, schema), another dataset, another
+    class vocabulary, or other training videos (compared by id and frame count, not content). Allowed
+    otherwise: the store trained on, a copy of it, or another store of the same dataset, teachers and
+    training videos (new test footage of the same camera, a rebuild). When it is not the store trained on
+    (other test videos, or another build: `created`), one note says so on stderr; the note is returned (None
+    when there is none). A checkpoint of an older vad records no videos: its training videos are checked by
+    name (`train_videos`, `validation_videos`), and a store at another path gets a note that says so."""
+    path = Path(path)
     info = ckpt["store"]
-    if info.get("fingerprint") != store.fingerprint:
+    ours = store.identity()
+    theirs_url = info.get("url")
+    if info.get("fingerprint") != ours["fingerprint"]:
         raise CheckpointError(
-            f"{path}: trained on store {info.get('url')} with fingerprint {str(info.get('fingerprint'))[:12]}, "
-            f"but this store's fingerprint is {store.fingerprint[:12]} ({store.url}: other teachers, settings or "
+            f"{path}: trained on store {theirs_url} with fingerprint {str(info.get('fingerprint'))[:12]}, "
+            f"but this store's fingerprint is {ours['fingerprint'][:12]} ({store.url}: other teachers, settings or "
             f"resolution): {remedy}")
-    ours, theirs = store.classes, class_ids(info.get("classes") or {})
-    if ours != theirs or int(ckpt["n_classes"]) != n_outputs(ours):
-        raise CheckpointError(f"{path}: trained with classes {theirs} ({ckpt['n_classes']} outputs), the store "
-                              f"{store.url} has {ours}: {remedy}")
+    if info.get("dataset") != ours["dataset"]:
+        raise CheckpointError(f"{path}: trained on store {theirs_url} of dataset {info.get('dataset')!r}, but "
+                              f"{store.url} holds dataset {ours['dataset']!r} (same teachers): {remedy}")
+    classes, trained = store.classes, class_ids(info.get("classes") or {})
+    if classes != trained or int(ckpt["n_classes"]) != n_outputs(classes):
+        raise CheckpointError(f"{path}: trained with classes {trained} ({ckpt['n_classes']} outputs), the store "
+                              f"{store.url} has {classes}: {remedy}")
+    recorded = info.get("videos")
+    here = ours["videos"]
+    if recorded is not None:
+        there = {split: dict(recorded.get(split) or {}) for split in here}
+        if there["train"] != here["train"]:
+            raise CheckpointError(
+                f"{path}: trained on the training videos of store {theirs_url}, but {store.url} has other training "
+                f"videos ({_video_changes(there['train'], here['train'])}): {remedy}")
+        if there == here and info.get("created") == ours["created"]:
+            return None  # the store trained on (or a copy of it: a packed one, a moved folder)
+        if there["test"] != here["test"]:
+            which = f"its test videos differ: {_video_changes(there['test'], here['test'])}"
+        else:
+            which = f"built {ours['created']}, the one trained on {info.get('created')}"
+        note = (f"{path} was trained on store {theirs_url}; {store.url} is another store of the same dataset, "
+                f"teachers and training videos ({which})")
+    else:  # a checkpoint of an older vad
+        used = list(ckpt.get("train_videos") or []) + list(ckpt.get("validation_videos") or [])
+        lost = sorted(set(used) - set(here["train"]))
+        if lost:
+            raise CheckpointError(
+                f"{path}: trained on the training videos of store {theirs_url}, but {store.url} has other training "
+                f"videos ({', '.join(lost[:4])}{' ...' if len(lost) > 4 else ''} only there): {remedy}")
+        if str(theirs_url) == str(store.url):
+            return None
+        note = (f"{path} (from an older vad) records no videos of the store it was trained on ({theirs_url}): "
+                f"{store.url} has the same dataset, teachers and classes, its training videos were checked by name "
+                "only")
+    console.print(f"note: {note}", markup=False, highlight=False, soft_wrap=True)  # printed literally
+    return note
 
 
 def load_student(path: str | Path, map_location: str | torch.device = "cpu"):
