@@ -14,7 +14,6 @@ import re
 import sys
 import tempfile
 import threading
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -189,10 +188,24 @@ class VideoFile:
 _STDERR = threading.Lock()
 
 
+class DecoderMessages:
+    """What the decoder wrote so far while a `decoder_messages` window is open."""
+
+    def __init__(self, fd: int | None):
+        self._fd = fd
+
+    def size(self) -> int:
+        return os.fstat(self._fd).st_size if self._fd is not None else 0
+
+    def text(self, start: int = 0) -> bytes:
+        """The bytes written from offset `start` on (pread: the writers' file offset stays where it is)."""
+        return os.pread(self._fd, max(self.size() - start, 0), start) if self._fd is not None else b""
+
+
 @contextmanager
-def decoder_messages() -> Iterator[Callable[[], bytes]]:
+def decoder_messages() -> Iterator[DecoderMessages]:
     """While a video file is decoded, what OpenCV and FFmpeg write to stderr (file descriptor 2: C code, out of
-    Python's reach) goes to a temporary file instead of the terminal; the function yielded returns it so far.
+    Python's reach) goes to a temporary file instead of the terminal (the object yielded reads it).
 
     OpenCV sets FFmpeg's log level to errors, so anything written there is a decoder error ("ac-tex damaged",
     "Error at MB", "moov atom not found"). One window at a time (a lock); while it is open, stderr output of other
@@ -202,11 +215,11 @@ def decoder_messages() -> Iterator[Callable[[], bytes]]:
             sys.stderr.flush()
             saved = os.dup(2)
         except (OSError, ValueError, AttributeError):  # no stderr to redirect (closed, or replaced by None)
-            yield lambda: b""
+            yield DecoderMessages(None)
             return
         os.dup2(sink.fileno(), 2)
         try:
-            yield lambda: os.pread(sink.fileno(), os.fstat(sink.fileno()).st_size, 0)
+            yield DecoderMessages(sink.fileno())
         finally:
             os.dup2(saved, 2)
             os.close(saved)
@@ -218,7 +231,7 @@ def _said(messages: bytes) -> str:
     return " ".join(text.split())[:160]
 
 
-def _open_capture(path: str, messages: Callable[[], bytes] | None = None):
+def _open_capture(path: str, messages: DecoderMessages | None = None):
     """An opened cv2.VideoCapture; `messages`: the decoder's so far (`decoder_messages`), quoted on failure."""
     import cv2
 
@@ -226,7 +239,7 @@ def _open_capture(path: str, messages: Callable[[], bytes] | None = None):
         raise DatasetError(f"{path}: video file does not exist")
     cap = cv2.VideoCapture(path)
     if not cap.isOpened():
-        said = _said(messages()) if messages else ""
+        said = _said(messages.text()) if messages else ""
         raise DatasetError(f"{path}: OpenCV cannot open this video file" + (f" ({said})" if said else ""))
     return cap
 
@@ -259,15 +272,14 @@ def _count_frames(path: str, mtime_ns: int, size: int) -> int:
         cap = _open_capture(path, messages)
         try:
             header = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-            written = [len(messages())]  # bytes of decoder messages after opening and after each frame
+            written = [messages.size()]  # bytes of decoder messages after opening and after each frame
             n = 0
             while cap.grab():
                 n += 1
-                written.append(len(messages()))
+                written.append(messages.size())
         finally:
             cap.release()
-        text = messages()
-    late = text[written[max(n - DECODER_DELAY, 0)]:]  # written while the last frames were decoded, and at the end
+        late = messages.text(written[max(n - DECODER_DELAY, 0)])  # while the last frames decoded, and at the end
     said = _said(late)
     if header > 0 and n != header:
         raise DatasetError(f"{path}: truncated or damaged video file: its header says {header} frames, but {n} "
