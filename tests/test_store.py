@@ -68,6 +68,12 @@ def make_store(path: Path, build=BUILD, **kw):
     return store
 
 
+def block_values(n: int) -> dict[str, np.ndarray]:
+    """Every per-block array of n frames of a training video of `make_store`, zeros."""
+    return {"frames": np.zeros((n, 8, 12, 3), np.uint8), "seg": np.ones((n, 8, 12), np.uint8),
+            **{name: np.zeros((n, 8, 12), np.float32) for name in ("flow_mag", "flow_ang", "depth")}}
+
+
 def test_written_block_reads_back_decoded_and_marked_done(tmp_path):
     store = make_store(tmp_path / "s.zarr")
     video = store.video("train", "01")
@@ -92,7 +98,7 @@ def test_written_block_reads_back_decoded_and_marked_done(tmp_path):
 
 def test_reopening_with_the_same_build_resumes_and_another_build_is_refused(tmp_path):
     path = tmp_path / "s.zarr"
-    make_store(path).video("train", "01").write_block(1, {"seg": np.ones((2, 8, 12), np.uint8)})
+    make_store(path).video("train", "01").write_block(1, block_values(2))
     again = create_store(path, dataset="toy", build=BUILD, classes={})
     assert again.video("train", "01").blocks_done().tolist() == [0, 1]  # kept
     other = json.loads(json.dumps(BUILD))

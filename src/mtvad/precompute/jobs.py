@@ -5,8 +5,9 @@
    the store being resumed recorded their fit: the fit becomes the teacher's parameter `fit`, so it is in
    the fingerprint, and the root attribute `dataset_fit` says what it was fitted on.
 3. Create or reopen the store (a store built by other teachers or another fit is refused unless
-   `overwrite`), create every video's arrays up front, write frame labels.
-4. Submit one task per video x block that is not yet marked done (`blocks_done`), after one task per
+   `overwrite`), record its videos, create every video's arrays up front, write frame labels.
+4. Submit one task per video x block that is not yet marked done (`blocks_done`), or is marked done but lost
+   a chunk of its data (a deleted chunk file or array: the block is unmarked first), after one task per
    video that fits per-video teacher state (a background model), if a teacher needs one.
 5. Each task writes only whole chunks of its own block and marks the block done last, so a run killed at
    any moment resumes to the same arrays, and a finished store is a no-op.
@@ -27,7 +28,7 @@ from mtvad.errors import DatasetError, TeacherError
 from mtvad.precompute.blocks import TeacherSpecs, fit_video_states, needs_fit, run_block
 from mtvad.precompute.datasets.base import Dataset, Video
 from mtvad.precompute.teachers import build_teacher
-from mtvad.store.access import create_store
+from mtvad.store.access import check_target, create_store
 from mtvad.store.schema import DEFAULT_CHUNK_FRAMES, DEFAULT_RESOLUTION, SCHEMA_VERSION
 
 SCHEDULER_LOCAL = "local"  # a Dask LocalCluster of worker processes on this machine
@@ -39,6 +40,7 @@ class Plan:
     videos: list[Video]
     tasks: list[tuple[Video, int, int]] = field(default_factory=list)  # (video, block, frames)
     specs: TeacherSpecs = field(default_factory=dict)  # the teachers the tasks run, dataset-level fits filled in
+    repaired: int = 0  # blocks marked done whose data had gone missing, computed again
 
     @property
     def frames(self) -> int:
@@ -52,6 +54,7 @@ class Result:
     blocks_run: int
     frames_run: int
     seconds: float
+    blocks_repaired: int = 0  # of blocks_run: blocks whose data had gone missing from a store marked complete
 
 
 def build_description(specs: TeacherSpecs, resolution: tuple[int, int], chunk_frames: int) -> tuple[dict, dict]:
@@ -77,26 +80,46 @@ def plan_store(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolut
     if not videos:
         raise DatasetError(f"{dataset.root}: no videos found for dataset {dataset.name!r}")
     sizes = {v.split + "/" + v.id: v.validate() for v in videos}  # fails before anything is written
+    check_target(store_url, overwrite=overwrite, storage_options=storage_options)  # before a dataset-level fit
     specs, fits = fit_dataset_teachers(dataset.name, videos, specs, store_url, tuple(resolution),
                                        overwrite=overwrite, storage_options=storage_options)
     build, classes = build_description(specs, tuple(resolution), chunk_frames)
     extra = {"pipeline_version": pipeline_version, "source_root": str(dataset.root), "built_by": _built_by()}
     if fits:
         extra["dataset_fit"] = fits
+    recorded: dict[str, dict[str, int]] = {}
+    for video in videos:
+        recorded.setdefault(video.split, {})[video.id] = video.n_frames
     store = create_store(store_url, dataset=dataset.name, build=build, classes=classes, overwrite=overwrite,
-                         storage_options=storage_options, extra=extra)
+                         storage_options=storage_options, extra=extra, videos=recorded)
     plan = Plan(videos, specs=specs)
     for video in videos:
         target = store.create_video(video.split, video.id, n_frames=video.n_frames,
                                     has_labels=video.labels is not None, has_masks=video.masks is not None,
                                     source=str(video.source.path), source_size=sizes[video.split + "/" + video.id],
                                     meta=video.meta)
-        if video.labels is not None and not np.array_equal(target.label(), video.labels):
-            target.write_labels(video.labels)  # new video, or ground truth corrected since the store was built
+        if video.labels is not None and not _labels_stored(target, video.labels):
+            target.write_labels(video.labels)  # new video, or ground truth corrected or lost since the build
+        # blocks marked done whose data went missing (a deleted chunk or array) are computed again
+        lost = sorted({b for blocks in target.absent_chunks().values() for b in blocks})
+        if lost:
+            target.reset_blocks(lost)
+            plan.repaired += len(lost)
         for block in (b for b, done in enumerate(target.blocks_done()) if not done):
             start = block * chunk_frames
             plan.tasks.append((video, block, min(start + chunk_frames, video.n_frames) - start))
     return plan
+
+
+def _labels_stored(target, labels: np.ndarray) -> bool:
+    """The video's labels are in the store, written with their crc32 (not the fill value of a lost chunk)."""
+    from mtvad.store.locations import MissingChunkError
+
+    try:
+        stored = target.label()
+    except MissingChunkError:
+        return False
+    return "crc32" in target.group["label"].attrs and np.array_equal(stored, labels)
 
 
 def training_signature(videos: list[Video]) -> list[list]:
@@ -188,7 +211,8 @@ def precompute(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolut
         with _progress(plan, enabled=progress) as advance:
             runner = _run_inprocess if scheduler == SCHEDULER_INPROCESS else _run_dask
             runner(plan, store_url, plan.specs, storage_options, advance, scheduler=scheduler, workers=workers)
-    return Result(store_url, len(plan.videos), len(plan.tasks), plan.frames, time.perf_counter() - t0)
+    return Result(store_url, len(plan.videos), len(plan.tasks), plan.frames, time.perf_counter() - t0,
+                  plan.repaired)
 
 
 def _run_inprocess(plan: Plan, store_url: str, specs: TeacherSpecs, storage_options, advance, **_) -> None:
@@ -261,7 +285,7 @@ def _client(scheduler: str, workers: int | None, gpu: bool) -> Iterator[Any]:
     # of this process still wins).
     no_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
     with dask.config.set(no_trim), LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                 dashboard_address=":0", silence_logs=40, **kwargs) as cluster, \
+                                                 dashboard_address=":0", silence_logs=50, **kwargs) as cluster, \
             Client(cluster) as client:
         client.run(_one_thread_per_worker)  # n workers x 1 thread: no oversubscribed cores
         yield client

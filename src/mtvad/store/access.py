@@ -3,23 +3,28 @@ writes (`Store`, `VideoStore`). The contract itself is `mtvad.store.schema`."""
 
 from __future__ import annotations
 
-import shutil
+import json
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
+from zarr.codecs import Crc32cCodec, ZstdCodec
 
 from mtvad import __version__
 from mtvad.errors import StoreError
+from mtvad.store import layout
 from mtvad.store.locations import (
+    MissingChunkError,
     get_many,
     is_local,
     is_zip,
+    list_keys,
     local_path,
     path_state,
+    run_sync,
     storage_options_from_env,
     zarr_store,
 )
@@ -28,6 +33,7 @@ from mtvad.store.schema import (
     ANGLE_MIN_MAGNITUDE,
     ARRAYS,
     BLOCK_ARRAYS,
+    BOOKKEEPING,
     CHECKSUMMED,
     COMPRESSION_LEVEL,
     FLOW_VALID_FROM,
@@ -70,6 +76,9 @@ def _open_root(url: str | Path, read_only: bool, storage_options: dict | None = 
     if "schema_version" not in root.attrs:
         raise StoreError(f"{url}: a Zarr group but not a vad store (no 'schema_version' attribute)")
     version = root.attrs["schema_version"]
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise StoreError(f"{url}: 'schema_version' is {json.dumps(version)[:40]}, not an integer: not a store "
+                         "vad wrote (or its zarr.json was edited)")
     if version != SCHEMA_VERSION:
         which = "newer" if int(version) > SCHEMA_VERSION else "older"
         raise StoreError(
@@ -91,16 +100,9 @@ def open_store(url: str | Path, *, mode: str = "r", storage_options: dict | None
     return store
 
 
-def create_store(url: str | Path, *, dataset: str, build: dict, classes: dict[int, str],
-                 extra: dict | None = None, overwrite: bool = False,
-                 storage_options: dict | None = None) -> "Store":
-    """Create a store, or reopen one built with the same `build` (teachers, resolution, chunking) to resume.
-
-    `overwrite` replaces an existing Zarr store whatever it was built with; without it, a store built with
-    another fingerprint is refused. A path that holds anything other than a Zarr store (a file, a folder
-    without zarr.json) is always refused: nothing that is not a store is ever deleted.
-    """
-    fp = fingerprint(build)
+def check_target(url: str | Path, *, overwrite: bool = False, storage_options: dict | None = None) -> None:
+    """Refuse, before anything is computed, a path `create_store` would refuse: one that holds anything but a
+    vad store, or (with `overwrite`) a vad store holding files that vad did not write (`mtvad.store.layout`)."""
     storage_options = storage_options_from_env(url, storage_options)
     if is_zip(url):
         raise StoreError(f"{url}: a packed store (.zip) is read-only: build into a folder (or an fsspec URL), "
@@ -108,18 +110,55 @@ def create_store(url: str | Path, *, dataset: str, build: dict, classes: dict[in
     state = path_state(url, storage_options)
     if state in ("file", "other"):
         _open_root(url, read_only=True, storage_options=storage_options)  # raises the precise error
-    exists = state == "zarr"
+    if state == "zarr" and overwrite:
+        _existing_layout(url, storage_options)
+
+
+def _existing_layout(url: str | Path, storage_options: dict | None) -> list[str]:
+    """The keys of the vad store at `url`, all of its layout, or a StoreError naming what is not."""
+    if is_local(url):
+        return layout.check_local(str(url), local_path(url))
+    zstore = zarr_store(url, False, storage_options, strict=False)
+    return layout.check_keys(str(url), list_keys(zstore), get_many(zstore, ["zarr.json"])[0])
+
+
+def create_store(url: str | Path, *, dataset: str, build: dict, classes: dict[int, str],
+                 extra: dict | None = None, overwrite: bool = False, videos: dict[str, dict[str, int]] | None = None,
+                 storage_options: dict | None = None) -> "Store":
+    """Create a store, or reopen one built with the same `build` (teachers, resolution, chunking) and dataset
+    to resume.
+
+    `videos` ({split: {video id: frames}}) is recorded in the root attribute `videos`: the videos the store
+    must hold (`create_video` adds the ones created later). `overwrite` replaces an existing vad store whatever
+    it was built with, deleting only its own files (`mtvad.store.layout`); without it, a store built with
+    another fingerprint or dataset is refused. A path that holds anything other than a vad store is always
+    refused: nothing vad did not write is ever deleted.
+    """
+    fp = fingerprint(build)
+    storage_options = storage_options_from_env(url, storage_options)
+    check_target(url, overwrite=overwrite, storage_options=storage_options)
+    exists = path_state(url, storage_options) == "zarr"
     if exists and not overwrite:
         root = _open_root(url, read_only=False, storage_options=storage_options)  # refuses non-vad groups
-        old = root.attrs.get("fingerprint")
-        if old == fp and root.attrs.get("dataset") == dataset:
-            return Store(str(url), root)  # resume
+        old, old_dataset = root.attrs.get("fingerprint"), root.attrs.get("dataset")
+        if old == fp and old_dataset == dataset:
+            for split in SPLITS:
+                root.require_group(split)  # a deleted split comes back (its videos are recomputed)
+            store = Store(str(url), root)
+            store.record_videos(videos or {})
+            return store  # resume
+        if old == fp:
+            raise StoreError(f"{url}: store was built from dataset {old_dataset!r}, not {dataset!r} (same teachers "
+                             "and settings). Use --overwrite to replace it, or another --store path")
+        other_dataset = "" if old_dataset == dataset else f"from dataset {old_dataset!r} (not {dataset!r}) and "
         raise StoreError(
-            f"{url}: store was built from dataset {root.attrs.get('dataset')!r} with other teachers or "
-            f"settings (fingerprint {str(old)[:12]} != {fp[:12]}): "
-            f"{describe_build_change(root.attrs.get('build', {}), build)}. "
+            f"{url}: store was built {other_dataset}with other teachers or settings (fingerprint "
+            f"{str(old)[:12]} != {fp[:12]}): {describe_build_change(root.attrs.get('build', {}), build)}. "
             "Use --overwrite to replace it, or another --store path"
         )
+    recorded = {split: {} for split in SPLITS}
+    for split, ids in (videos or {}).items():
+        recorded[split].update({vid: int(n) for vid, n in ids.items()})
     attrs = {
         "schema_version": SCHEMA_VERSION,
         "dataset": dataset,
@@ -130,20 +169,32 @@ def create_store(url: str | Path, *, dataset: str, build: dict, classes: dict[in
         "fingerprint": fp,
         "classes": {str(k): v for k, v in sorted(classes.items())},
         "flow_valid_from": FLOW_VALID_FROM,
+        "videos": recorded,
         "vad_version": __version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         **(extra or {}),
     }
-    if exists and is_local(url):
-        # delete the root zarr.json last: a kill during deletion leaves a Zarr store that --overwrite replaces
-        for child in local_path(url).iterdir():
-            if child.name != "zarr.json":
-                shutil.rmtree(child) if child.is_dir() else child.unlink()
-    # one write of the root zarr.json with its attributes: no window where the group lacks them
-    root = zarr.create_group(zarr_store(url, False, storage_options), overwrite=True, attributes=attrs)
-    for split in SPLITS:
-        root.require_group(split)
-    return Store(str(url), root)
+
+    def make() -> Store:
+        # one write of the root zarr.json with its attributes: no window where the group lacks them
+        root = zarr.create_group(zarr_store(url, False, storage_options), attributes=attrs)
+        for split in SPLITS:
+            root.require_group(split)
+        return Store(str(url), root)
+
+    if not exists:
+        return make()
+    if is_local(url):
+        return layout.replace_local(str(url), local_path(url), make)
+    zstore = zarr_store(url, False, storage_options, strict=False)
+    keys = _existing_layout(url, storage_options)
+
+    async def delete() -> None:
+        for key in sorted(keys, key=lambda k: (k == "zarr.json", k)):  # root metadata last
+            await zstore.delete(key)
+
+    run_sync(delete())
+    return make()
 
 
 def class_ids(classes: dict) -> dict[int, str]:
@@ -202,9 +253,53 @@ class Store:
                                    for vid, group in sorted(self.root[split].groups())}
                            for split in SPLITS if split in self.root}}
 
-    def video_ids(self, split: str) -> list[str]:
-        _check_split(split)
+    def recorded_videos(self) -> dict[str, dict[str, int]] | None:
+        """{split: {video id: frames}}: the videos the store must hold (root attribute `videos`), or None for a
+        store made before stores recorded them."""
+        recorded = self.root.attrs.get("videos")
+        if not isinstance(recorded, dict):
+            return None
+        return {split: dict(recorded.get(split) or {}) for split in SPLITS}
+
+    def record_videos(self, videos: dict[str, dict[str, int]]) -> None:
+        """Add videos to the record (`recorded_videos`); one write of the root metadata, only if it changes. A store
+        that records none yet (made before stores did) starts its record with the videos it holds."""
+        old = self.recorded_videos()
+        new = old or {split: {vid: self._group_frames(split, vid) for vid in self._present_ids(split)}
+                      for split in SPLITS}
+        new = {split: dict(ids) for split, ids in new.items()}
+        for split, ids in videos.items():
+            for vid, n in ids.items():
+                new[split].setdefault(vid, int(n))
+        if new != old:
+            self.root.attrs["videos"] = new
+
+    def _group_frames(self, split: str, vid: str) -> int:
+        return int(self.root[f"{split}/{vid}"].attrs.get("n_frames", 0))
+
+    def _present_ids(self, split: str) -> list[str]:
+        """The video groups of a split that are in the store (none if the split group is gone)."""
+        if split not in self.root:
+            return []
         return sorted(name for name, _ in self.root[split].groups())
+
+    def video_ids(self, split: str) -> list[str]:
+        """The videos of a split; a StoreError if a video the store records (or the split itself) is gone."""
+        _check_split(split)
+        recorded = self.recorded_videos()
+        if split not in self.root:
+            raise StoreError(f"{self.url}: {Gap(split, '-', None, 'split group missing (deleted?)')}: the store is "
+                             f"damaged; `vad store verify {self.url}` lists what is missing, `vad precompute` on "
+                             "the store recomputes it")
+        present = self._present_ids(split)
+        lost = sorted(set(recorded[split]) - set(present)) if recorded else []
+        if lost:
+            gap = Gap(f"{split}/{lost[0]}", "-", None,
+                      f"video group missing (deleted?), {recorded[split][lost[0]]} frames recorded")
+            raise StoreError(f"{self.url}: {gap}" + (f" ({len(lost)} videos are missing)" if len(lost) > 1 else "")
+                             + f": the store is damaged; `vad store verify {self.url}` lists what is missing, "
+                             "`vad precompute` on the store recomputes it")
+        return present
 
     def videos(self, split: str | None = None) -> Iterator["VideoStore"]:
         for s in (SPLITS if split is None else (split,)):
@@ -237,6 +332,11 @@ class Store:
         """Create a video's group and arrays; idempotent for the same video (a resumed run)."""
         _check_split(split)
         path = f"{split}/{video_id}"
+        recorded = self.recorded_videos()
+        if recorded is not None and video_id not in recorded[split]:
+            self.record_videos({split: {video_id: n_frames}})  # recorded first: a kill then leaves it missing
+        if split not in self.root:
+            self.root.require_group(split)
         if path in self.root:
             video = self.video(split, video_id)
             if video.n_frames != n_frames:
@@ -253,6 +353,8 @@ class Store:
                 "source": source,
                 "source_size": list(source_size) if source_size else None,
                 "meta": meta or {},
+                "arrays": sorted(name for name, spec in ARRAYS.items() if split in spec.splits
+                                 and (name != "label" or has_labels) and (name != "mask" or has_masks)),
             })
         for spec in ARRAYS.values():
             if split not in spec.splits or spec.name in group:
@@ -262,12 +364,15 @@ class Store:
             attributes = {"meaning": spec.meaning, "scale": spec.scale, "units": spec.units}
             if spec.name == "checksums":
                 attributes["columns"] = list(CHECKSUMMED)
+            compressors = [ZstdCodec(level=COMPRESSION_LEVEL)]
+            if spec.name in BOOKKEEPING:
+                compressors.append(Crc32cCodec())  # a damaged flag or checksum chunk is found as itself
             group.create_array(
                 spec.name,
                 shape=spec.shape(n_frames, self.resolution, self.chunk_frames),
                 chunks=spec.chunks(n_frames, self.resolution, self.chunk_frames),
                 dtype=spec.dtype,
-                compressors=ZstdCodec(level=COMPRESSION_LEVEL),
+                compressors=compressors,
                 fill_value=0,
                 attributes=attributes,
                 dimension_names=list(spec.dims),
@@ -275,10 +380,8 @@ class Store:
         return VideoStore(self, split, video_id, group)
 
     def validate(self) -> None:
-        """Every video has the arrays of the contract with the right dtype and shape."""
+        """Every recorded video is there, with the arrays of the contract of the right dtype and shape."""
         for split in SPLITS:
-            if split not in self.root:
-                raise StoreError(f"{self.url}: no '{split}' group")
             for video in self.videos(split):
                 video.validate()
 
@@ -295,10 +398,46 @@ class Store:
                 out[video.key] = todo
         return out
 
+    def gaps(self, videos: Iterable[str] | None = None, *, arrays: bool = True) -> list["Gap"]:
+        """What should be in the store and is not (of the given 'split/video' keys; default: every video, and
+        the recorded videos and splits): see `VideoStore.gaps` (`arrays=False`: only chunks of the arrays
+        present). Lists the chunk keys of each video once."""
+        out: list[Gap] = []
+        present = {split: set(self._present_ids(split)) for split in SPLITS}
+        if videos is None:
+            recorded = self.recorded_videos() or {split: {} for split in SPLITS}
+            keys = []
+            for split in SPLITS:
+                if split not in self.root:
+                    out.append(Gap(split, "-", None, "split group missing (deleted?)"))
+                out += [Gap(f"{split}/{vid}", "-", None, f"video group missing (deleted?), {n} frames recorded")
+                        for vid, n in sorted(recorded[split].items()) if vid not in present[split]]
+                keys += [f"{split}/{vid}" for vid in sorted(present[split])]
+        else:
+            keys = list(videos)
+        for key in keys:
+            split, vid = key.split("/", 1)
+            if vid not in present.get(split, ()):
+                out.append(Gap(key, "-", None, "video group missing (deleted?)"))
+                continue
+            out += self.video(split, vid).gaps(arrays=arrays)
+        return out
+
+    def require_intact(self, videos: Iterable[str] | None = None, *, arrays: bool = True) -> None:
+        """Nothing that should be in the store is missing (`gaps`), else a StoreError naming the first gap: Zarr
+        would read a deleted chunk as zeros."""
+        gaps = self.gaps(videos, arrays=arrays)
+        if gaps:
+            more = f" ({len(gaps)} things are missing)" if len(gaps) > 1 else ""
+            raise StoreError(f"{self.url}: {gaps[0]}{more}: the store is damaged; `vad store verify {self.url}` lists "
+                             "what is missing, `vad precompute` on the store recomputes it")
+
     def require_complete(self, videos: Iterable[str] | None = None, *, otherwise: str = "") -> None:
         """The one completeness rule: every block of the given 'split/video' keys (default: every video) is
-        computed, else a StoreError that names the first incomplete video and how to finish the store
-        (`otherwise`: another way out, appended to the message)."""
+        computed and no chunk of its arrays is missing (`require_intact`), else a StoreError that names the first
+        incomplete video and how to finish the store (`otherwise`: another way out, appended to the message).
+        A missing array is `validate`'s (and a branch's check of the arrays it needs)."""
+        self.require_intact(videos, arrays=False)
         missing = self.missing_blocks(videos)
         if not missing:
             return
@@ -310,6 +449,24 @@ class Store:
             f"{self.url}: {what} incomplete ({n} block{'s' * (n != 1)} of frames not computed{where}): finish the "
             f"store with `vad precompute` (it resumes){otherwise}"
         )
+
+
+@dataclass(frozen=True)
+class Gap:
+    """Something that should be in a store and is not: a video group, an array, or an array's chunk of a block
+    marked done (frames [start, stop))."""
+
+    video: str  # split/video, or the split
+    array: str  # "-" for the video (or split) itself
+    frames: tuple[int, int] | None
+    what: str
+
+    def __str__(self) -> str:
+        where = self.video if self.array == "-" else f"{self.video}/{self.array}"
+        if self.frames is not None:
+            a, b = self.frames
+            where += f" [frames {a}-{b - 1}]" if b - a > 1 else f" [frame {a}]"
+        return f"{where}: {self.what}"
 
 
 def _check_split(split: str) -> None:
@@ -355,7 +512,15 @@ class VideoStore:
 
     def _read(self, name: str, frames: slice | int | None) -> np.ndarray:
         arr = self.array(name)
-        return ARRAYS[name].decode(arr[slice(None) if frames is None else frames])
+        try:
+            return ARRAYS[name].decode(arr[slice(None) if frames is None else frames])
+        except MissingChunkError as exc:
+            block = int(exc.key.rsplit("/c/", 1)[1].split("/")[0])
+            if block < self.n_blocks and not self.blocks_done()[block]:
+                a, b = block_range(block, self.n_frames, self.store.chunk_frames)
+                raise StoreError(f"{self.store.url}: {self.key}/{name} frames {a}-{b - 1} are not computed yet: "
+                                 "finish the store with `vad precompute` (it resumes)") from None
+            raise
 
     def frames(self, frames: slice | int | None = None) -> np.ndarray:
         """uint8 RGB (n, H, W, 3)."""
@@ -380,13 +545,82 @@ class VideoStore:
 
     def label(self) -> np.ndarray | None:
         """uint8 (T,) frame-level ground truth, or None when the video has none."""
-        return self.group["label"][:] if self.has_labels else None
+        if not self.has_labels:
+            return None
+        arr = self.group["label"]
+        try:
+            return arr[:]
+        except MissingChunkError:
+            if "crc32" in arr.attrs:
+                raise
+            return np.zeros(arr.shape, arr.dtype)  # all-normal labels that stores before 0.1 never wrote
 
     def mask(self, frames: slice | int | None = None) -> np.ndarray | None:
         return self._read("mask", frames) if self.has_masks else None
 
     def blocks_done(self) -> np.ndarray:
-        return self.array("blocks_done")[:]
+        """uint8 (B,): 1 where the block is computed (an absent chunk: not yet)."""
+        try:
+            return self.array("blocks_done")[:]
+        except StoreError:
+            raise
+        except Exception as exc:  # a chunk that fails its crc32c or does not decode
+            raise StoreError(f"{self.store.url}: {self.key}/blocks_done is damaged ({type(exc).__name__}: "
+                             f"{str(exc)[:120]}); `vad store verify` says where") from None
+
+    def chunk_keys(self) -> set[str]:
+        """Every key (metadata and chunks) under this video's group."""
+        prefix = "/".join(p for p in (self.store.root.path, self.key) if p) + "/"
+        return set(list_keys(self.store.root.store, prefix))
+
+    def expected_arrays(self) -> list[str]:
+        """The arrays this video must have: those recorded at its creation (attribute `arrays`), or for a store
+        made before videos recorded them, the contract's required ones and the optional ones present."""
+        recorded = self.group.attrs.get("arrays")
+        if isinstance(recorded, list):
+            return [name for name in ARRAYS if name in recorded]
+        return [name for name, spec in ARRAYS.items() if self.split in spec.splits
+                and (not spec.optional or name in self.group)]
+
+    def absent_chunks(self, keys: set[str] | None = None) -> dict[str, list[int]]:
+        """array -> blocks marked done whose chunk of that array is not in the store (`keys`: the video's keys,
+        `chunk_keys()`, listed when not given). Arrays that are absent altogether are `gaps()`'s."""
+        keys = self.chunk_keys() if keys is None else keys
+        done = np.flatnonzero(self.blocks_done() == 1).tolist()
+        out = {}
+        for name in (*BLOCK_ARRAYS, "checksums"):
+            if name not in self.group:
+                continue
+            arr = self.group[name]
+            lost = [b for b in done if f"{arr.path}/{arr.metadata.encode_chunk_key((b,) + (0,) * (arr.ndim - 1))}"
+                    not in keys]
+            if lost:
+                out[name] = lost
+        return out
+
+    def gaps(self, keys: set[str] | None = None, *, arrays: bool = True) -> list[Gap]:
+        """What should be in this video and is not: every array recorded at its creation (unless not `arrays`),
+        the chunk of every array (and of `checksums`) of each block marked done, and the label chunk once its
+        crc32 is recorded."""
+        keys = self.chunk_keys() if keys is None else keys
+        out = [Gap(self.key, name, None, "array missing (deleted?)") for name in self.expected_arrays()
+               if arrays and name not in self.group]
+        if "blocks_done" not in self.group:
+            return out
+        for name, blocks in self.absent_chunks(keys).items():
+            out += [Gap(self.key, name, block_range(b, self.n_frames, self.store.chunk_frames),
+                        "chunk file missing (deleted?)") for b in blocks]
+        if self.has_labels:
+            arr = self.group["label"]
+            if "crc32" in arr.attrs and f"{arr.path}/{arr.metadata.encode_chunk_key((0,))}" not in keys:
+                out.append(Gap(self.key, "label", (0, self.n_frames), "chunk file missing (deleted?)"))
+        return out
+
+    def reset_blocks(self, blocks: Iterable[int]) -> None:
+        """Mark blocks not computed (before recomputing data of theirs that went missing)."""
+        arr = self.array("blocks_done")
+        for b in blocks:
+            arr[b] = 0
 
     # writing (mtvad.precompute)
     def write_labels(self, labels: np.ndarray) -> None:
@@ -402,6 +636,9 @@ class VideoStore:
         """Write whole chunks of one block of frames, then mark the block done (last, so a kill never
         leaves a block marked done with missing data)."""
         start, stop = block_range(block, self.n_frames, self.store.chunk_frames)
+        lacking = [name for name in BLOCK_ARRAYS if name in self.group and name not in values]
+        if lacking:
+            raise ValueError(f"{self.key} block {block}: no values for {lacking} (a block is written whole)")
         encoded = {}
         for name, data in values.items():
             if name not in BLOCK_ARRAYS:
@@ -412,13 +649,11 @@ class VideoStore:
         if "flow_ang" in encoded and "flow_mag" in encoded:
             still = ARRAYS["flow_mag"].decode(encoded["flow_mag"]) < ANGLE_MIN_MAGNITUDE
             encoded["flow_ang"][still] = 0  # no motion, no direction
-        # the crc32 of every array's block as stored; an array this call does not write is read back
+        # the crc32 of every array's block as stored (0 for an array the video lacks)
         row = np.zeros(len(CHECKSUMMED), np.uint32)
         for i, name in enumerate(CHECKSUMMED):
             if name in encoded:
                 row[i] = digest(encoded[name])
-            elif name in self.group:
-                row[i] = digest(self.array(name)[start:stop])
         # every chunk is written, even one equal to the fill value: zarr's check for those costs 4x the write
         with zarr.config.set({"array.write_empty_chunks": True}):
             for name, data in encoded.items():
@@ -428,21 +663,22 @@ class VideoStore:
 
     def validate(self) -> None:
         res, cf = self.store.resolution, self.store.chunk_frames
+        expected = self.expected_arrays()
         for spec in ARRAYS.values():
             if self.split not in spec.splits:
                 continue
             if spec.name not in self.group:
-                if spec.optional:
+                if spec.name not in expected:
                     continue
                 raise StoreError(f"{self.store.url}: video {self.key} lacks array '{spec.name}' (schema v{SCHEMA_VERSION})")
             arr = self.group[spec.name]
             if not isinstance(arr, zarr.Array):
                 raise StoreError(f"{self.store.url}: {self.key}/{spec.name} is a group, expected an array")
-            expected = spec.shape(self.n_frames, res, cf)
-            if str(arr.dtype) != spec.dtype or tuple(arr.shape) != expected:
+            shape = spec.shape(self.n_frames, res, cf)
+            if str(arr.dtype) != spec.dtype or tuple(arr.shape) != shape:
                 raise StoreError(
                     f"{self.store.url}: {self.key}/{spec.name} is {arr.dtype}{tuple(arr.shape)}, "
-                    f"the contract says {spec.dtype}{expected}"
+                    f"the contract says {spec.dtype}{shape}"
                 )
         columns = self.group["checksums"].attrs.get("columns")
         if columns != list(CHECKSUMMED):

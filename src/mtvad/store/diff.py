@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mtvad.store.access import Store, open_store
 from mtvad.store.schema import CHECKSUMMED, PROVENANCE
 
@@ -13,8 +15,11 @@ from mtvad.store.schema import CHECKSUMMED, PROVENANCE
 def _video_facts(store: Store) -> dict[str, dict[str, Any]]:
     facts = {}
     for video in store.videos():
-        facts[video.key] = {"n_frames": video.n_frames, "done": video.blocks_done(),
-                            "checksums": video.group["checksums"][:],
+        done = video.blocks_done()
+        checksums = np.zeros(video.group["checksums"].shape, np.uint32)
+        if done.any():  # only blocks marked done have a checksums chunk; a lost one is a gap (below)
+            checksums[done == 1] = video.group["checksums"].oindex[np.flatnonzero(done == 1)]
+        facts[video.key] = {"n_frames": video.n_frames, "done": done, "checksums": checksums,
                             "label_crc32": video.group["label"].attrs.get("crc32") if video.has_labels else None}
     return facts
 
@@ -22,6 +27,8 @@ def _video_facts(store: Store) -> dict[str, dict[str, Any]]:
 def diff_stores(a: str | Path, b: str | Path) -> dict[str, Any]:
     """How two stores differ, and whether a run trained or scored on one would be the same on the other."""
     sa, sb = open_store(a), open_store(b)
+    # checksums describe data only where the data is still there: a deleted chunk is no "identical contents"
+    gaps = {"a": [str(g) for g in sa.gaps()], "b": [str(g) for g in sb.gaps()]}
     aa, ab = sa.attrs, sb.attrs
     fields = []
 
@@ -72,6 +79,11 @@ def diff_stores(a: str | Path, b: str | Path) -> dict[str, Any]:
     outputs_differ = sorted(v for v, c in differing.items() if set(c) - {"frames"})
 
     reasons = []
+    for side in ("a", "b"):
+        if gaps[side]:
+            n = len(gaps[side])
+            reasons.append(f"{side.upper()} is damaged ({n} thing{'s' * (n != 1)} missing, the first "
+                           f"{gaps[side][0]}): `vad store verify` lists them")
     for f in fields:
         if not f["same"] and f["field"] in ("schema_version", "dataset", "fingerprint"):
             reasons.append(f"{f['field']} differs")
@@ -97,6 +109,7 @@ def diff_stores(a: str | Path, b: str | Path) -> dict[str, Any]:
         "videos": {"a": len(fa), "b": len(fb), "common": len(common), "only_a": only_a, "only_b": only_b,
                    "frame_counts": frame_counts},
         "missing_blocks": {"a": missing_a, "b": missing_b},
+        "missing_data": gaps,
         "contents": {"blocks_compared": compared, "differing": differing, "labels_differ": labels_differ,
                      "identical": identical},
         "interchangeable": not reasons,

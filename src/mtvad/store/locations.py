@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 from pathlib import Path
 
 import zarr
+from zarr.storage import WrapperStore
 
 from mtvad.errors import StoreError
 
@@ -41,16 +43,71 @@ def storage_options_from_env(url: str | Path, storage_options: dict | None = Non
     return options
 
 
-def zarr_store(url: str | Path, read_only: bool, storage_options: dict | None = None):
+class MissingChunkError(StoreError):
+    """A chunk file that a read needs is absent (Zarr would have returned the fill value)."""
+
+    def __init__(self, url: str, key: str):
+        self.url, self.key = url, key
+        super().__init__(f"{url}: chunk file {key} is missing (deleted?), its data is lost: `vad store verify "
+                         f"{url}` lists what is missing, `vad precompute` on the store recomputes it")
+
+
+CHUNK_KEY = re.compile(r"^(?P<array>.+)/c(?:/\d+)+$")  # <array path>/c/<i>/<j>/... (Zarr v3 default keys)
+FILL_MEANS_NOT_WRITTEN = ("blocks_done",)  # arrays whose absent chunk is a value by design (0: not computed)
+
+
+def chunk_array(key: str) -> str | None:
+    """The array path of a chunk key, or None for a metadata key."""
+    m = CHUNK_KEY.match(key)
+    return m.group("array") if m else None
+
+
+class StrictStore(WrapperStore):
+    """A zarr store on which reading an absent chunk is a `MissingChunkError`, not the fill value: in a vad store
+    a data chunk exists once its block is computed, so an absent one is lost data (readers check completeness
+    first, so they meet this only for data deleted since). `blocks_done` keeps Zarr's rule (absent = 0)."""
+
+    def __init__(self, store, url: str = ""):
+        super().__init__(store)
+        self.url = url
+
+    def _with_store(self, store):
+        return type(self)(store, self.url)
+
+    def _check(self, key: str, value):
+        if value is None:
+            array = chunk_array(key)
+            if array is not None and array.rsplit("/", 1)[-1] not in FILL_MEANS_NOT_WRITTEN:
+                raise MissingChunkError(self.url, key)
+        return value
+
+    async def get(self, key, prototype, byte_range=None):
+        return self._check(key, await self._store.get(key, prototype, byte_range))
+
+    async def get_partial_values(self, prototype, key_ranges):
+        key_ranges = list(key_ranges)
+        values = await self._store.get_partial_values(prototype, key_ranges)
+        return [self._check(key, v) for (key, _), v in zip(key_ranges, values)]
+
+
+def zarr_store(url: str | Path, read_only: bool, storage_options: dict | None = None, strict: bool = True):
+    """The zarr store at a path, .zip or URL; `strict`: an absent chunk is an error on read (`StrictStore`)."""
     url = str(url)
     if is_zip(url):
         if not read_only:
             raise StoreError(f"{url}: a packed store (.zip) is read-only: `vad store unpack` it to a folder to "
                              "resume or change it")
-        return zarr.storage.ZipStore(local_path(url), mode="r")
-    if "://" in url and not url.startswith("file://"):
-        return zarr.storage.FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
-    return zarr.storage.LocalStore(url.removeprefix("file://"), read_only=read_only)
+        raw = zarr.storage.ZipStore(local_path(url), mode="r")
+    elif "://" in url and not url.startswith("file://"):
+        raw = zarr.storage.FsspecStore.from_url(url, storage_options=storage_options, read_only=read_only)
+    else:
+        raw = zarr.storage.LocalStore(url.removeprefix("file://"), read_only=read_only)
+    return StrictStore(raw, url) if strict else raw
+
+
+def unwrap(zstore):
+    """The store a `StrictStore` wraps (itself otherwise)."""
+    return zstore._store if isinstance(zstore, StrictStore) else zstore
 
 
 def is_local(url: str | Path) -> bool:
@@ -103,6 +160,8 @@ def get_many(zstore, keys: list[str]) -> list[bytes | None]:
     """The raw bytes of several keys of a zarr store, fetched concurrently (None where absent)."""
     from zarr.buffer import default_buffer_prototype
 
+    zstore = unwrap(zstore)
+
     async def fetch() -> list:
         proto = default_buffer_prototype()
         return await asyncio.gather(*(zstore.get(key, proto) for key in keys))
@@ -110,10 +169,13 @@ def get_many(zstore, keys: list[str]) -> list[bytes | None]:
     return [None if buf is None else buf.to_bytes() for buf in run_sync(fetch())]
 
 
-def list_keys(zstore) -> list[str]:
-    """Every key of a zarr store (chunk files and metadata), relative to its root."""
+def list_keys(zstore, prefix: str = "") -> list[str]:
+    """Every key of a zarr store (chunk files and metadata) under `prefix` (a folder, ending in '/'), relative to
+    its root."""
 
     async def collect() -> list[str]:
+        if prefix:
+            return [key async for key in zstore.list_prefix(prefix)]
         return [key async for key in zstore.list()]
 
     return run_sync(collect())

@@ -57,7 +57,9 @@ def pack_store(source: str | Path, out: str | Path, *, overwrite: bool = False, 
     if out.exists() and not overwrite:
         raise StoreError(f"{out}: already exists; pass --overwrite to replace it")
     store = open_store(source, storage_options=storage_options)  # the contract and the codec allow-list
-    if not allow_incomplete:
+    if allow_incomplete:
+        store.require_intact()  # blocks may be missing, but none that is marked done lost its data
+    else:
         store.require_complete(otherwise=", or pass --allow-incomplete to pack it as it is")
     zstore = store.root.store
     keys = sorted(list_keys(zstore), key=lambda k: (k != "zarr.json", k))  # root metadata first
@@ -143,6 +145,12 @@ def unpack_store(source: str | Path, out: str | Path,
         names = [i.filename for i in infos]
         if len(set(names)) != len(names):
             raise StoreError(f"{source}: the zip holds the same entry twice: refusing to unpack")
+        files = {n for n in names if not n.endswith("/")}
+        for name in names:  # 'zz' a file and 'zz/inner' an entry: no folder can hold both
+            parent = next((p for p in (name.rsplit("/", k)[0] for k in range(1, name.count("/") + 1)) if p in files), None)
+            if parent is not None:
+                raise StoreError(f"{source}: entry {name!r} lies inside {parent!r}, which is a file in the zip: "
+                                 "refusing to unpack; nothing was written")
         if not is_zip(source):
             raise StoreError(f"{source}: a packed store's name must end in .zip")
         open_store(source)  # a vad store of this schema whose arrays pass the allow-list, before writing

@@ -109,6 +109,7 @@ ARRAYS: dict[str, ArraySpec] = {
 TEACHER_ARRAYS = {"seg": ("seg",), "flow": ("flow_mag", "flow_ang"), "depth": ("depth",)}
 BLOCK_ARRAYS = ("frames", "seg", "flow_mag", "flow_ang", "depth", "mask")  # written by block tasks
 CHECKSUMMED = BLOCK_ARRAYS  # the columns of `checksums`, in this order (recorded in its attribute 'columns')
+BOOKKEEPING = ("blocks_done", "checksums")  # chunks with a crc32c of their own (Zarr's crc32c codec)
 # Root attributes that say who built a store, when, from what and with which code: shown by `vad store info`,
 # compared (never required equal) by `vad store diff`. `created` and `vad_version` are written by
 # `create_store`, the others by `mtvad.precompute` (`pipeline_version` is the package version, as `vad_version`).

@@ -27,6 +27,7 @@ def store_summary(store: Store) -> dict[str, Any]:
             row["raw"] += arr.nbytes
             row["videos"] += 1
     missing = store.missing_blocks()
+    gaps = [str(g) for g in store.gaps()]
     return {
         "url": store.url,
         "dataset": store.dataset,
@@ -40,5 +41,6 @@ def store_summary(store: Store) -> dict[str, Any]:
         "fingerprint": store.fingerprint,
         "classes": store.classes,
         "missing_blocks": sum(len(v) for v in missing.values()),
+        "missing_data": gaps,  # what should be there and is not (deleted chunks, arrays): `vad store verify`
         **{name: store.attrs.get(name) for name in PROVENANCE},
     }

@@ -1,6 +1,8 @@
 """`vad store verify`: re-read every block of every array and compare it with the crc32 recorded when it was
 written (the `checksums` array); list every chunk key to find deleted chunks (Zarr would silently read a
-missing chunk as zeros)."""
+missing chunk as zeros), and the recorded videos (root attribute `videos`) to find deleted videos and splits.
+A chunk is missing only where it should exist: of a block marked done (`blocks_done`); the blocks of an
+interrupted build are "not computed", not missing."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import zarr
 
 from mtvad.store.access import Store, open_store
 from mtvad.store.locations import list_keys
-from mtvad.store.schema import CHECKSUMMED, SPLITS, block_range, digest, fingerprint
+from mtvad.store.schema import ARRAYS, CHECKSUMMED, SPLITS, block_range, digest, fingerprint
 
 
 @dataclass
@@ -60,96 +63,146 @@ def _error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"[:200]
 
 
-def _read_blocks(arr, n_frames: int, chunk_frames: int, blocks: list[int],
-                 problems: list[Problem], key: str, name: str) -> dict[int, np.ndarray]:
-    """The given blocks of an array (one read when every chunk decodes, else block by block)."""
-    try:
-        whole = arr[:]
-        return {b: whole[slice(*block_range(b, n_frames, chunk_frames))] for b in blocks}
-    except Exception:
-        pass
+def _read_blocks(arr, n_frames: int, chunk_frames: int, blocks: list[int], problems: list[Problem], key: str,
+                 name: str, frames: list[tuple[int, int]] | None = None) -> dict[int, np.ndarray]:
+    """The given blocks of an array (one read when they are all of it and every chunk decodes, else block by
+    block, naming each block that does not decode by its frames: `frames[block]` for a per-block array)."""
+    nb = -(-n_frames // chunk_frames)
+    if len(blocks) == nb:
+        try:
+            whole = arr[:]
+            return {b: whole[slice(*block_range(b, n_frames, chunk_frames))] for b in blocks}
+        except Exception:
+            pass
     out = {}
     for b in blocks:
         start, stop = block_range(b, n_frames, chunk_frames)
         try:
             out[b] = arr[start:stop]
         except Exception as exc:
-            problems.append(Problem(key, name, (start, stop), "undecodable", _error(exc)))
+            problems.append(Problem(key, name, frames[b] if frames else (start, stop), "undecodable", _error(exc)))
     return out
+
+
+def _arrays(store: Store, video, problems: list[Problem]) -> set[str]:
+    """The video's arrays that match the contract; the others (and the deleted ones) become problems."""
+    key, res, cf = video.key, store.resolution, store.chunk_frames
+    ok = set()
+    for name in video.expected_arrays():
+        if name not in video.group:
+            problems.append(Problem(key, name, None, "missing", "array deleted"))
+    for name, spec in ARRAYS.items():
+        if name not in video.group:
+            continue
+        arr = video.group[name]
+        shape = spec.shape(video.n_frames, res, cf)
+        if not isinstance(arr, zarr.Array) or str(arr.dtype) != spec.dtype or tuple(arr.shape) != shape:
+            what = "a group" if not isinstance(arr, zarr.Array) else f"{arr.dtype}{tuple(arr.shape)}"
+            problems.append(Problem(key, name, None, "inconsistent", f"is {what}, the contract says "
+                                    f"{spec.dtype}{shape}"))
+        elif name == "checksums" and arr.attrs.get("columns") != list(CHECKSUMMED):
+            problems.append(Problem(key, name, None, "inconsistent", f"columns {arr.attrs.get('columns')}, the "
+                                    f"contract says {list(CHECKSUMMED)}"))
+        else:
+            ok.add(name)
+    return ok
 
 
 def _verify_video(store: Store, split: str, vid: str, keys: set[str], report: VerifyReport) -> None:
     key = f"{split}/{vid}"
     problems = report.problems
     try:
-        video = store.video(split, vid)
-        video.validate()
+        video = store.video(split, vid)  # the data type and codec allow-list
+        cf, n, nb = store.chunk_frames, video.n_frames, video.n_blocks
+        arrays = _arrays(store, video, problems)
     except Exception as exc:
         problems.append(Problem(key, "-", None, "unreadable", _error(exc)))
         return
-    cf, n, nb = store.chunk_frames, video.n_frames, video.n_blocks
+    if not {"blocks_done", "checksums"} <= arrays:
+        return  # nothing says which blocks are computed, or what they held
     ranges = [block_range(b, n, cf) for b in range(nb)]
 
-    # bookkeeping arrays: one chunk per block
-    flags = {}
-    for name in ("blocks_done", "checksums"):
-        arr = video.group[name]
-        for b in range(nb):
-            if _chunk_key(arr, (b,) + (0,) * (arr.ndim - 1)) not in keys:
-                problems.append(Problem(key, name, ranges[b], "missing", "chunk file deleted"))
-        flags[name] = _read_blocks(arr, nb, 1, list(range(nb)), problems, key, name)
-        flags[name] = {b: v[0] for b, v in flags[name].items()}
-    done = []
-    not_computed = []
+    def present(arr, b: int) -> bool:
+        return _chunk_key(arr, (b,) + (0,) * (arr.ndim - 1)) in keys
+
+    # blocks_done: an absent chunk is a block not computed yet (never written), not a deleted one
+    arr = video.group["blocks_done"]
+    flags = {b: v[0] for b, v in _read_blocks(arr, nb, 1, list(range(nb)), problems, key, "blocks_done",
+                                                          ranges).items()}
+    done, not_computed = [], []
     for b in range(nb):
-        flag = flags["blocks_done"].get(b)
+        flag = flags.get(b)
         if flag is None:
-            continue
-        if int(flag) not in (0, 1):
+            done.append(b)  # undecodable flag (reported): check what the block holds
+        elif int(flag) not in (0, 1):
             problems.append(Problem(key, "blocks_done", ranges[b], "corrupted", f"flag {int(flag)} is not 0 or 1"))
+            done.append(b)
         elif int(flag) == 0:
             not_computed.append(b)
-        elif b in flags["checksums"]:
+        else:
             done.append(b)
     if not_computed:
         problems.append(Problem(key, "blocks_done", None, "not computed",
                                 f"blocks {not_computed} (frames {ranges[not_computed[0]][0]}..): run "
                                 "`vad precompute` to finish the store"))
 
+    # checksums: a chunk of every block marked done
+    arr = video.group["checksums"]
+    have = []
+    for b in done:
+        if present(arr, b):
+            have.append(b)
+        elif flags.get(b) is not None:
+            problems.append(Problem(key, "checksums", ranges[b], "missing", "chunk file deleted"))
+    recorded = {b: v[0] for b, v in _read_blocks(arr, nb, 1, have, problems, key, "checksums", ranges).items()}
+
     # data arrays: every block marked done must be present and match its recorded crc32
+    mismatched: dict[int, list[Problem]] = {}
+    compared: dict[int, int] = {}
     for col, name in enumerate(CHECKSUMMED):
-        if name not in video.group:
+        if name not in arrays:
             continue
         arr = video.group[name]
-        present = []
+        blocks = []
         for b in done:
-            if _chunk_key(arr, (b,) + (0,) * (arr.ndim - 1)) in keys:
-                present.append(b)
-            else:
+            if present(arr, b):
+                blocks.append(b)
+            elif flags.get(b) is not None:
                 problems.append(Problem(key, name, ranges[b], "missing", "chunk file deleted"))
-        for b, values in _read_blocks(arr, n, cf, present, problems, key, name).items():
-            report.blocks += 1
+        for b, values in _read_blocks(arr, n, cf, blocks, problems, key, name).items():
             report.bytes += values.nbytes
-            expected, actual = int(flags["checksums"][b][col]), digest(values)
+            if b not in recorded:
+                continue
+            report.blocks += 1
+            compared[b] = compared.get(b, 0) + 1
+            expected, actual = int(recorded[b][col]), digest(values)
             if expected != actual:
-                problems.append(Problem(key, name, ranges[b], "corrupted",
-                                        f"crc32 {actual:08x}, recorded {expected:08x}"))
+                mismatched.setdefault(b, []).append(Problem(key, name, ranges[b], "corrupted",
+                                                            f"crc32 {actual:08x}, recorded {expected:08x}"))
+    for b, found in sorted(mismatched.items()):
+        if len(found) >= 2 and len(found) == compared[b]:
+            # every array of the block differs from its record: the record is what changed (a store without
+            # the crc32c of its checksums chunks)
+            problems.append(Problem(key, "checksums", ranges[b], "corrupted",
+                                    f"the recorded crc32s match none of the block's {len(found)} arrays"))
+        else:
+            problems.extend(found)
 
-    if video.has_labels:
+    if "label" in arrays:
         arr = video.group["label"]
-        recorded = arr.attrs.get("crc32")
-        present = _chunk_key(arr, (0,)) in keys
-        if not present and recorded is not None:
-            problems.append(Problem(key, "label", (0, n), "missing", "chunk file deleted"))
-        elif present:
+        crc = arr.attrs.get("crc32")
+        if not present(arr, 0):
+            if crc is not None:
+                problems.append(Problem(key, "label", (0, n), "missing", "chunk file deleted"))
+        else:
             values = _read_blocks(arr, n, n, [0], problems, key, "label").get(0)
             if values is not None:
                 report.bytes += values.nbytes
-                if recorded is None:
+                if crc is None:
                     problems.append(Problem(key, "label", (0, n), "unchecked", "no crc32 attribute recorded"))
-                elif digest(values) != int(recorded):
+                elif digest(values) != int(crc):
                     problems.append(Problem(key, "label", (0, n), "corrupted",
-                                            f"crc32 {digest(values):08x}, recorded {int(recorded):08x}"))
+                                            f"crc32 {digest(values):08x}, recorded {int(crc):08x}"))
 
 
 def verify_store(url: str | Path, *, storage_options: dict | None = None,
@@ -169,9 +222,18 @@ def verify_store(url: str | Path, *, storage_options: dict | None = None,
             report.problems.append(Problem("(root)", "zarr.json", None, "inconsistent",
                                            f"{name} differs from the recorded build"))
     keys = set(list_keys(store.root.store))
-    videos = sorted({(k.split("/")[0], k.split("/")[1]) for k in keys
-                     if k.count("/") >= 2 and k.split("/")[0] in SPLITS},
-                    key=lambda sv: (SPLITS.index(sv[0]), sv[1]))
+    recorded = store.recorded_videos() or {split: {} for split in SPLITS}
+    for split in SPLITS:
+        if f"{split}/zarr.json" not in keys:
+            report.problems.append(Problem(split, "-", None, "missing", "split group deleted"))
+    groups = {(k.split("/")[0], k.split("/")[1]) for k in keys
+              if k.count("/") == 2 and k.endswith("/zarr.json") and k.split("/")[0] in SPLITS}
+    for split in SPLITS:
+        for vid, n in sorted(recorded[split].items()):
+            if (split, vid) not in groups:
+                report.problems.append(Problem(f"{split}/{vid}", "-", None, "missing",
+                                               f"video group deleted ({n} frames recorded)"))
+    videos = sorted(groups, key=lambda sv: (SPLITS.index(sv[0]), sv[1]))
     for i, (split, vid) in enumerate(videos):
         if progress:
             progress(i, len(videos))
