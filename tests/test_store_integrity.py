@@ -25,12 +25,13 @@ from mtvad.store import layout
 from mtvad.store.access import create_store, open_store
 from mtvad.store.diff import diff_stores
 from mtvad.store.pack import pack_store
+from mtvad.store.schema import SCHEMA_VERSION
 from mtvad.store.verify import verify_store
 from tests.conftest import one_line_error
 from tests.stores import DEFAULT_TEACHERS, make_store, store_arrays
 
 runner = CliRunner()
-BUILD = {"schema_version": 2, "resolution": [32, 32], "chunk_frames": 4, "teachers": DEFAULT_TEACHERS}
+BUILD = {"schema_version": SCHEMA_VERSION, "resolution": [32, 32], "chunk_frames": 4, "teachers": DEFAULT_TEACHERS}
 SMALL = dict(resolution=(32, 40), chunk_frames=4, progress=False, scheduler="inprocess")
 
 
@@ -329,3 +330,24 @@ def test_a_flipped_byte_in_a_bookkeeping_chunk_is_damage_of_that_array(tmp_path,
             (offset, [str(p) for p in problems])
         chunk.write_bytes(original)
     assert verify_store(path).ok
+
+
+def test_a_store_made_before_videos_were_recorded_reads_as_before_and_a_resume_records_them(tmp_path):
+    path = tmp_path / "old.zarr"
+    store = make_store(path, n_frames=10)
+    del store.root.attrs["videos"]  # what stores made before the record look like
+    for video in store.videos():
+        del video.group.attrs["arrays"]
+    old = open_store(path)
+    assert old.recorded_videos() is None and old.gaps() == [] and verify_store(path).ok
+    old.require_complete()
+    again = create_store(path, dataset="random", build=BUILD, classes={0: "bg"}, videos={"test": {"02": 10}})
+    assert again.recorded_videos() == {"train": {"01": 10, "02": 10}, "test": {"01": 10, "02": 10}}
+
+
+@pytest.mark.parametrize("version", ["2", 2.5, None, True])
+def test_a_schema_version_of_the_wrong_type_is_one_error(tmp_path, version):
+    path = tmp_path / "s.zarr"
+    make_store(path).root.attrs["schema_version"] = version
+    with pytest.raises(StoreError, match="'schema_version' is .*not an integer"):
+        open_store(path)
