@@ -260,3 +260,41 @@ def test_without_the_precompute_extra_the_heavy_commands_say_what_to_install(blo
     assert len(lines) == 1 and lines[0].startswith("error:"), lines
     assert f"({blocked})" in lines[0] and "pip install 'mtvad[precompute]'" in lines[0]
     assert not (ROOT / "nowhere").exists() and not (ROOT / "nowhere.zarr").exists()
+
+
+# ------------------------------------------------------------------------------- user text printed literally
+
+
+BRACKETS = "cam [north] a[/]b [bold]x\\"  # markup-like text, a closing tag with nothing to close, a trailing '\'
+
+
+def test_errors_warnings_and_notes_print_user_text_literally(capsys):
+    from mtvad.console import error, note, warn
+
+    error(f"{BRACKETS}: bad")
+    warn(BRACKETS)
+    note(BRACKETS)
+    assert capsys.readouterr().err.splitlines() == [f"error: {BRACKETS}: bad", f"warning: {BRACKETS}",
+                                                    f"note: {BRACKETS}"]
+
+
+def test_paths_with_brackets_are_printed_as_given(tiny, tmp_path):
+    store = tmp_path / "site [north]" / "a[" / "]b.zarr"  # the path holds '[north]' and '[/]'
+    shutil.copytree(tiny, store)
+    info = vad("store", "info", store)
+    assert info.exit_code == 0, info.output
+    assert str(store) in info.stdout
+    shown = vad("store", "show", store, "--video", "train/01", "--frames", "1", "--out", store.parent / "[x].png")
+    assert shown.exit_code == 0, shown.output
+    assert f"wrote {store.parent / '[x].png'}" in shown.stderr
+    missing = one_line_error(vad("store", "info", tmp_path / "no [north] a[/]b"))
+    assert f"{tmp_path / 'no [north] a[/]b'}: no store at this path" in missing
+
+
+def test_a_file_where_an_output_folder_should_be_is_one_error_line_naming_it(tiny, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    line = one_line_error(vad("store", "show", tiny, "--frames", "1", "--out", tmp_path / "afile" / "x.png"))
+    assert f"{tmp_path / 'afile'}" in line and "folder is needed" in line
+    line = one_line_error(vad("store", "pack", tiny, tmp_path / "afile" / "s.zip"))
+    assert f"{tmp_path / 'afile'}" in line and "folder is needed" in line
+    assert (tmp_path / "afile").read_text() == "not a folder"

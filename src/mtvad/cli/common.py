@@ -1,12 +1,12 @@
 """What the command modules share: the option types every command spells the same way, size parsing, the
-progress bar. Light: typer and rich only."""
+progress bar (its description printed literally). Light: typer and rich only."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from mtvad.console import console
 
 JsonFlag = Annotated[bool, typer.Option("--json", help="machine-readable JSON on stdout, and nothing else there")]
 ProgressFlag = Annotated[bool, typer.Option("--progress/--no-progress",
@@ -32,9 +32,8 @@ def progress_bar(description: str, enabled: bool = True):
     (context manager, update(done, total))."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    err = Console(stderr=True)
-    bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=err, transient=True, disable=not (enabled and err.is_terminal))
+    bar = Progress(TextColumn(description, markup=False), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=console, transient=True, disable=not (enabled and console.is_terminal))
     task = bar.add_task(description, total=None)
 
     def update(done: int, total: int, *_) -> None:

@@ -13,10 +13,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from mtvad.cli.common import ProgressFlag, parse_size
-from mtvad.console import clean_errors, console
+from mtvad.console import clean_errors, console, stdout, styled
 from mtvad.errors import VadError
 
 app = typer.Typer()
@@ -123,7 +122,6 @@ def teachers() -> None:
 
     Example: vad teachers
     """
-    from rich.markup import escape
     from rich.table import Table
 
     with heavy_half("teachers"):
@@ -137,14 +135,14 @@ def teachers() -> None:
             t = build_teacher(name)
             if hasattr(t, "locate_weights"):
                 found = t.locate_weights()
-                weights = (f"[green]found[/] {escape(str(found.path))}" if found.path is not None
-                           else f"[red]missing[/], expected at {escape(found.expected)}")
+                weights = (styled(("found", "green"), f" {found.path}") if found.path is not None
+                           else styled(("missing", "red"), f", expected at {found.expected}"))
             elif type(t).weights_path is Teacher.weights_path:
                 weights = "none needed"
             else:
                 weights = "?"  # a teacher that can only tell by resolving (which may download)
             table.add_row(name, t.role, t.version, "GPU" if t.needs_gpu else "CPU", weights, t.summary)
-    out = Console()
+    out = stdout()
     out.print(table)
     for preset, roles in PRESETS.items():
-        out.print(f"preset [bold]{preset}[/]: " + ", ".join(f"{r}={n}" for r, (n, _) in roles.items()))
+        out.print(styled("preset ", (preset, "bold"), ": " + ", ".join(f"{r}={n}" for r, (n, _) in roles.items())))

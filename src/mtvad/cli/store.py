@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from mtvad.cli.common import JsonFlag, ProgressFlag, progress_bar
-from mtvad.console import EXIT_FOUND, clean_errors, console, human_bytes, print_json
+from mtvad.console import EXIT_FOUND, clean_errors, console, human_bytes, print_json, stdout, styled
 
 app = typer.Typer(name="store", help="Inspect, share (pack, unpack), verify and compare stores.", no_args_is_help=True)
 
@@ -34,16 +33,16 @@ def store_info(path: StoreArg, as_json: JsonFlag = False) -> None:
     if as_json:
         print_json(s)
         return
-    out = Console(soft_wrap=True)
-    out.print(f"[bold]{s['url']}[/]  dataset [bold]{s['dataset']}[/], schema v{s['schema_version']}, "
-              f"{s['resolution'][0]}x{s['resolution'][1]}, {s['chunk_frames']} frames per chunk, "
-              f"created {s['created']} by vad {s['vad_version']}", highlight=False)
+    out = stdout()
+    out.print(styled((str(s["url"]), "bold"), "  dataset ", (str(s["dataset"]), "bold"),
+                     f", schema v{s['schema_version']}, {s['resolution'][0]}x{s['resolution'][1]}, "
+                     f"{s['chunk_frames']} frames per chunk, created {s['created']} by vad {s['vad_version']}"))
     out.print(f"built by {s.get('built_by') or 'unknown'} with pipeline {s.get('pipeline_version') or '?'} from "
-              f"{s.get('source_root') or 'unknown source'}", highlight=False, soft_wrap=True)
+              f"{s.get('source_root') or 'unknown source'}")
     out.print(f"videos: train {s['videos']['train']} ({s['frames']['train']} frames), "
-              f"test {s['videos']['test']} ({s['frames']['test']} frames)", highlight=False)
-    status = "complete" if s["missing_blocks"] == 0 else f"[yellow]incomplete: {s['missing_blocks']} blocks missing[/]"
-    out.print(f"status: {status}")
+              f"test {s['videos']['test']} ({s['frames']['test']} frames)")
+    out.print(styled("status: ", "complete" if s["missing_blocks"] == 0
+                     else (f"incomplete: {s['missing_blocks']} blocks missing", "yellow")))
     table = Table(title="arrays (summed over videos)")
     for col in ("array", "dtype", "chunk", "videos", "stored", "uncompressed", "ratio"):
         table.add_column(col, justify="left" if col in ("array", "dtype", "chunk") else "right")
@@ -52,7 +51,8 @@ def store_info(path: StoreArg, as_json: JsonFlag = False) -> None:
         stored, raw = stored + row["stored"], raw + row["raw"]
         table.add_row(name, row["dtype"], "x".join(map(str, row["chunks"])), str(row["videos"]),
                       human_bytes(row["stored"]), human_bytes(row["raw"]), f"{row['raw'] / max(row['stored'], 1):.1f}x")
-    table.add_row("[bold]total", "", "", "", human_bytes(stored), human_bytes(raw), f"{raw / max(stored, 1):.1f}x")
+    table.add_row(styled(("total", "bold")), "", "", "", human_bytes(stored), human_bytes(raw),
+                  f"{raw / max(stored, 1):.1f}x")
     out.print(table)
     teachers = Table(title=f"teachers (fingerprint {s['fingerprint'][:16]})")
     for col in ("role", "name", "version", "params", "weights sha256"):
@@ -61,7 +61,7 @@ def store_info(path: StoreArg, as_json: JsonFlag = False) -> None:
         teachers.add_row(role, t["name"], str(t["version"]), json.dumps(t["params"], sort_keys=True),
                          (t.get("weights_sha256") or "-")[:16])
     out.print(teachers)
-    out.print("classes: " + ", ".join(f"{k}={v}" for k, v in s["classes"].items()), highlight=False)
+    out.print("classes: " + ", ".join(f"{k}={v}" for k, v in s["classes"].items()))
 
 
 @app.command("show")
@@ -84,7 +84,7 @@ def store_show(
     except ValueError:
         raise typer.BadParameter(f"{frames!r}: give comma-separated integers", param_hint="--frames") from None
     written = teacher_panels(open_store(path), video, indices, out)
-    console.print(f"wrote {written}", highlight=False)
+    console.print(f"wrote {written}")
 
 
 @app.command("pack")
@@ -106,8 +106,7 @@ def store_pack(
     bar, update = progress_bar("packing", progress)
     with bar:
         r = pack_store(path, out, overwrite=overwrite, allow_incomplete=allow_incomplete, progress=update)
-    console.print(f"packed {r.entries} files ({human_bytes(r.bytes)}) of {path} into {r.out} in {r.seconds:.1f} s",
-                  highlight=False)
+    console.print(f"packed {r.entries} files ({human_bytes(r.bytes)}) of {path} into {r.out} in {r.seconds:.1f} s")
 
 
 @app.command("unpack")
@@ -126,8 +125,7 @@ def store_unpack(
     bar, update = progress_bar("unpacking", progress)
     with bar:
         r = unpack_store(path, out, progress=update)
-    console.print(f"unpacked {r.entries} files ({human_bytes(r.bytes)}) into {r.out} in {r.seconds:.1f} s",
-                  highlight=False)
+    console.print(f"unpacked {r.entries} files ({human_bytes(r.bytes)}) into {r.out} in {r.seconds:.1f} s")
 
 
 @app.command("verify")
@@ -149,18 +147,17 @@ def store_verify(path: StoreArg, as_json: JsonFlag = False, progress: ProgressFl
     if as_json:
         print_json(report.to_json())
     else:
-        out = Console(soft_wrap=True)
+        out = stdout()
         for problem in report.problems:
-            out.print(str(problem), highlight=False, markup=False)
+            out.print(str(problem))
         if report.ok:
-            out.print(f"[green]ok[/]: {report.videos} videos, {report.blocks} blocks "
-                      f"({human_bytes(report.bytes)} decoded) match their checksums ({report.seconds:.1f} s)",
-                      highlight=False)
+            out.print(styled(("ok", "green"), f": {report.videos} videos, {report.blocks} blocks "
+                             f"({human_bytes(report.bytes)} decoded) match their checksums ({report.seconds:.1f} s)"))
         else:
             videos = len({p.video for p in report.problems})
             n = len(report.problems)
-            out.print(f"[bold red]FAILED[/]: {n} problem{'s' if n > 1 else ''} in {videos} of {report.videos} videos "
-                      f"({report.blocks} blocks checked, {report.seconds:.1f} s)", highlight=False)
+            out.print(styled(("FAILED", "bold red"), f": {n} problem{'s' if n > 1 else ''} in {videos} of "
+                             f"{report.videos} videos ({report.blocks} blocks checked, {report.seconds:.1f} s)"))
     raise typer.Exit(0 if report.ok else EXIT_FOUND)
 
 
@@ -194,8 +191,8 @@ def store_diff(
     if as_json:
         print_json(d)
         raise typer.Exit(code)
-    out = Console(soft_wrap=True)
-    out.print(f"A: {d['a']}\nB: {d['b']}", highlight=False, markup=False)
+    out = stdout()
+    out.print(f"A: {d['a']}\nB: {d['b']}")
     table = Table(show_edge=False)
     for col in ("", "A", "B"):
         table.add_column(col, overflow="fold")
@@ -213,26 +210,27 @@ def store_diff(
         line += f"; only in A: {', '.join(v['only_a'][:8])}" + (" ..." if len(v["only_a"]) > 8 else "")
     if v["only_b"]:
         line += f"; only in B: {', '.join(v['only_b'][:8])}" + (" ..." if len(v["only_b"]) > 8 else "")
-    out.print(line, highlight=False)
+    out.print(line)
     if v["frame_counts"]:
         out.print("frame counts differ: " + ", ".join(f"{f['video']}: {f['a']} vs {f['b']} frames"
-                                                      for f in v["frame_counts"][:8]), highlight=False)
+                                                      for f in v["frame_counts"][:8]))
     m = d["missing_blocks"]
     out.print(f"completeness: A {'complete' if not m['a'] else str(m['a']) + ' blocks missing'}, "
-              f"B {'complete' if not m['b'] else str(m['b']) + ' blocks missing'}", highlight=False)
+              f"B {'complete' if not m['b'] else str(m['b']) + ' blocks missing'}")
     c = d["contents"]
     if c["identical"]:
-        out.print(f"contents: identical contents ({c['blocks_compared']} blocks compared by checksum)", highlight=False)
+        out.print(f"contents: identical contents ({c['blocks_compared']} blocks compared by checksum)")
     else:
         differing = ", ".join(f"{vid} ({', '.join(f'{k} {n}' for k, n in arrays.items())})"
                               for vid, arrays in list(c["differing"].items())[:6])
         out.print(f"contents: {c['blocks_compared']} blocks compared by checksum; differing blocks: "
                   f"{differing or 'none'}" + (f"; labels differ: {', '.join(c['labels_differ'])}"
-                                               if c["labels_differ"] else ""), highlight=False)
-    for note in d["notes"]:
-        out.print(f"note: {note}", highlight=False)
+                                               if c["labels_differ"] else ""))
+    for text in d["notes"]:
+        out.print(f"note: {text}")
     if d["interchangeable"]:
-        out.print("[bold green]interchangeable[/]: same fingerprint, same videos and frame counts, both complete")
+        out.print(styled(("interchangeable", "bold green"), ": same fingerprint, same videos and frame counts, "
+                                                            "both complete"))
     else:
-        out.print("[bold red]NOT interchangeable[/]: " + "; ".join(d["reasons"]), highlight=False)
+        out.print(styled(("NOT interchangeable", "bold red"), ": " + "; ".join(d["reasons"])))
     raise typer.Exit(code)

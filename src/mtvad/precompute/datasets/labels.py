@@ -128,7 +128,8 @@ def load_frame_labels(path: Path) -> np.ndarray:
     if arr.ndim != 1:
         raise DatasetError(f"{path}: frame labels must be one value per frame, got shape {arr.shape}")
     if arr.size and not np.isin(arr, (0, 1)).all():
-        raise DatasetError(f"{path}: frame labels must be 0 or 1, found {sorted(set(np.unique(arr)) - {0, 1})[:5]}")
+        raise DatasetError(f"{path}: frame labels must be 0 or 1, found "
+                           + ", ".join(f"{v:g}" for v in sorted(set(np.unique(arr).tolist()) - {0, 1})[:5]))
     return arr.astype(np.uint8)
 
 
