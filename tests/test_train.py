@@ -16,7 +16,15 @@ from mtvad.errors import CheckpointError, ConfigError, StoreError, TrainingDiver
 from mtvad.store.access import open_store
 from mtvad.store.schema import SCHEMA_VERSION
 from mtvad.students.checkpoint import checkpoint_path, load_checkpoint, load_student
-from mtvad.students.config import DataConfig, OptimConfig, RunConfig, TrainConfig
+from mtvad.students.config import (
+    CPU_CHECKPOINT_EVERY,
+    CPU_STEPS,
+    DataConfig,
+    OptimConfig,
+    RunConfig,
+    TrainConfig,
+    resolve_recipe,
+)
 from mtvad.students.branches import appearance_batch, branch_spec, motion_batch
 from mtvad.students.data import (
     EpochBatchSampler,
@@ -312,6 +320,8 @@ def test_resume_continues_at_the_same_step_with_the_same_optimizer_state(tmp_pat
             assert torch.equal(value, b["optimizer"]["state"][pid][name]), (pid, name)
     log = [json.loads(line) for line in (tmp_path / "b" / "motion" / "log.jsonl").read_text().splitlines()]
     assert [e["step"] for e in log] == [1, 2, 3, 4]
+    seconds = [e["train_seconds"] for e in log]  # training time counts on across the resume
+    assert seconds == sorted(seconds) and b["train_seconds"] >= seconds[-1] > half["train_seconds"] >= seconds[1]
 
 
 def test_checkpoint_holds_config_store_fingerprint_states_and_loads_weights_only(trained, store_path):
@@ -404,3 +414,41 @@ def test_vad_train_cli_writes_checkpoints_and_reports_bad_input_in_one_line(stor
     assert bad.exit_code == 1 and "none.zarr: no store at this path" in bad.stderr
     bad = runner.invoke(app, ["train", "--store", str(store_path), "--scse", "everywhere"])
     assert bad.exit_code == 1 and "scse must be one of encoder-mid, decoder, off" in bad.stderr
+
+
+# ------------------------------------------------------------------------------------------- recipes
+
+
+@pytest.mark.parametrize(("resolution", "size"), [((256, 256), [128, 128]), ((240, 360), [64, 128]),
+                                                  ((64, 96), [64, 96]), ((48, 40), [32, 32])])
+def test_the_cpu_recipe_fills_only_the_unset_settings(resolution, size):
+    base = TrainConfig(data=DataConfig(store="s.zarr"))
+    cpu, chosen = resolve_recipe(base, "cpu", resolution)  # auto on a CPU: ours
+    assert cpu.run.recipe == "cpu" and cpu.data.size == size  # longer side <= 128, multiples of 32, never up
+    assert (cpu.run.max_steps, cpu.run.checkpoint_every) == (CPU_STEPS, CPU_CHECKPOINT_EVERY) and len(chosen) == 3
+    assert resolve_recipe(cpu, "cpu", resolution) == (cpu, [])  # resolved once is resolved
+    given = TrainConfig(data=DataConfig(store="s.zarr", size=[256, 256]), run=RunConfig(max_steps=7))
+    mine, chosen = resolve_recipe(given, "cpu", resolution)
+    assert mine.data.size == [256, 256] and mine.run.max_steps == 7 and chosen == [f"validation every "
+                                                                                     f"{CPU_CHECKPOINT_EVERY} steps"]
+
+
+def test_the_paper_recipe_on_cuda_or_when_asked_trains_all_epochs_at_the_store_resolution():
+    for config, device in ((TrainConfig(data=DataConfig(store="s")), "cuda"),
+                           (TrainConfig(data=DataConfig(store="s"), run=RunConfig(recipe="paper")), "cpu")):
+        paper, _ = resolve_recipe(config, device, (256, 256))
+        assert paper.run.recipe == "paper" and paper.data.size is None and paper.run.max_steps is None
+        assert paper.run.checkpoint_every == 500
+    cpu_on_cuda, _ = resolve_recipe(TrainConfig(data=DataConfig(store="s"), run=RunConfig(recipe="cpu")), "cuda",
+                                    (256, 256))
+    assert cpu_on_cuda.run.recipe == "cpu" and cpu_on_cuda.data.size == [128, 128]
+
+
+def test_a_run_names_its_recipe_and_writes_the_resolved_config(store_path, tmp_path):
+    result = run_vad("train", "--store", str(store_path), "--branch", "motion", "--out", str(tmp_path / "run"),
+                     "--epochs", "1", "--batch-size", "2", "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "motion: recipe cpu (no CUDA device)" in result.stderr
+    written = TrainConfig.from_dict(json.loads((tmp_path / "run" / "motion" / "config.json").read_text()))
+    assert written.run.recipe == "cpu" and written.run.max_steps == CPU_STEPS and written.data.size is not None
+    assert load_checkpoint(checkpoint_path(tmp_path / "run", "motion"))["config"] == written.to_dict()

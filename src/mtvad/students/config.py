@@ -38,6 +38,7 @@ AttentionForm = Literal["residual", "gate"]  # x * (1 + a) or x * a
 FlowTarget = Literal["masked", "raw"]  # masked by seg > 0 (paper 4.3) or the raw teacher flow (ablation)
 Device = Literal["auto", "cpu", "cuda"]
 Amp = Literal["auto", "off"]
+Recipe = Literal["auto", "paper", "cpu"]
 
 BRANCHES: tuple[str, ...] = get_args(Branch)
 BRANCH_CHOICES: tuple[str, ...] = get_args(BranchChoice)
@@ -48,6 +49,7 @@ ATTENTION_FORMS: tuple[str, ...] = get_args(AttentionForm)
 FLOW_TARGETS: tuple[str, ...] = get_args(FlowTarget)
 DEVICES: tuple[str, ...] = get_args(Device)
 AMP_CHOICES: tuple[str, ...] = get_args(Amp)
+RECIPES: tuple[str, ...] = get_args(Recipe)
 UNET_STRIDE = 32  # 5 downsampling stages: inputs must be multiples of 32
 
 
@@ -147,8 +149,8 @@ class OptimConfig(_Section):
 class DataConfig(_Section):
     _where: ClassVar[str] = "config.data"
     store: str = Field("", description="teacher store path or fsspec URL (required before training)")
-    size: list[int] | None = Field(None, description="[H, W] network input; None = the store resolution "
-                                                        "(paper: 256x256)")
+    size: list[int] | None = Field(None, description="[H, W] network input; None = the recipe's: the store "
+                                                        "resolution (paper: 256x256), or CPU_SIZE on the cpu recipe")
     limit_videos: int | None = Field(None, ge=1, description="first N training videos (smoke runs)")
     in_memory: bool | None = Field(None, description="None = auto: in memory when the needed arrays fit the "
                                                         "RAM budget")
@@ -192,9 +194,13 @@ class RunConfig(_Section):
     device: Device = Field("auto", description="auto: CUDA when present (with AMP), else CPU")
     amp: Amp = Field("auto", description="auto: bf16 autocast on CUDA where supported, else fp16 with a grad "
                                          "scaler; off on CPU")
-    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps in all")
-    checkpoint_every: int = Field(500, ge=1, description="steps; a checkpoint is also written at every epoch "
-                                                         "end and at the stop")
+    recipe: Recipe = Field("auto", description="auto: paper on CUDA, cpu on a CPU (see resolve_recipe); the "
+                                               "settings left unset take the recipe's values")
+    max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps in all; None = "
+                                                          "the recipe's (paper: none, all epochs; cpu: CPU_STEPS)")
+    checkpoint_every: int | None = Field(None, ge=1, description="steps; a checkpoint is also written at every "
+                                                                 "epoch end and at the stop; None = the recipe's "
+                                                                 "(paper 500, cpu CPU_CHECKPOINT_EVERY)")
 
     def validate(self) -> RunConfig:
         self._revalidate()
@@ -205,7 +211,7 @@ class RunConfig(_Section):
 # (model, targets, optimiser, batch size, input size, seed) must equal the checkpoint's.
 RESUMABLE_CHANGES = {
     "data.store", "data.in_memory", "data.ram_budget_gb", "data.workers",
-    "run.out", "run.device", "run.amp", "run.max_steps", "run.checkpoint_every", "optim.epochs",
+    "run.out", "run.device", "run.amp", "run.max_steps", "run.checkpoint_every", "run.recipe", "optim.epochs",
     "appearance.encoder_weights", "motion.encoder_weights",  # only the initial weights: the checkpoint wins
 }
 
@@ -242,6 +248,41 @@ class TrainConfig(_Section):
         """Dotted keys whose values differ: {key: (self's, other's)}."""
         a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
+# The CPU recipe (ours; the paper trained on a GPU): what both branches need to beat their controls on Ped2's
+# training videos within an hour on 2 cores (docs/training.md, CPU recipe). Everything else is the paper's.
+CPU_SIZE = 128  # input: the store resolution scaled so its longer side is at most this, in multiples of 32, never up
+CPU_STEPS = 600  # optimizer steps per branch (batch 8: about 2 epochs of Ped2)
+CPU_CHECKPOINT_EVERY = 50  # validate (and checkpoint) every N steps: best.pt is picked among 12 or more
+PAPER_CHECKPOINT_EVERY = 500
+
+
+def resolve_recipe(config: TrainConfig, device_type: str,
+                   store_resolution: tuple[int, int]) -> tuple[TrainConfig, list[str]]:
+    """The config with the recipe's values in the settings left unset (None) and `run.recipe` named ('paper' or
+    'cpu'; 'auto' = 'paper' on CUDA, 'cpu' otherwise), and the list of what the recipe set (for the log line).
+    Settings the user gave are never changed. A resolved config resolves to itself."""
+    recipe = config.run.recipe if config.run.recipe != "auto" else ("paper" if device_type == "cuda" else "cpu")
+    d = config.to_dict()
+    d["run"]["recipe"] = recipe
+    chosen: list[str] = []
+    if recipe == "cpu":
+        if d["data"]["size"] is None:
+            h, w = store_resolution
+            scale = min(1.0, CPU_SIZE / max(h, w))
+            side = lambda s: max(UNET_STRIDE, int(s * scale) // UNET_STRIDE * UNET_STRIDE)  # noqa: E731
+            d["data"]["size"] = [side(h), side(w)]
+            chosen.append(f"input {d['data']['size'][0]}x{d['data']['size'][1]}")
+        if d["run"]["max_steps"] is None:
+            d["run"]["max_steps"] = CPU_STEPS
+            chosen.append(f"{CPU_STEPS} steps")
+        if d["run"]["checkpoint_every"] is None:
+            d["run"]["checkpoint_every"] = CPU_CHECKPOINT_EVERY
+            chosen.append(f"validation every {CPU_CHECKPOINT_EVERY} steps")
+    elif d["run"]["checkpoint_every"] is None:
+        d["run"]["checkpoint_every"] = PAPER_CHECKPOINT_EVERY
+    return TrainConfig.from_dict(d), chosen
 
 
 def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:

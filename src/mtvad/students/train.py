@@ -40,7 +40,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from mtvad import __version__
-from mtvad.console import console
+from mtvad.console import console, warn
 from mtvad.errors import CheckpointError, ConfigError, TrainingDivergedError
 from mtvad.store.access import Store, open_store
 from mtvad.students.branches import BRANCHES, Branch, get_branch
@@ -56,7 +56,7 @@ from mtvad.students.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
-from mtvad.students.config import RESUMABLE_CHANGES, TrainConfig
+from mtvad.students.config import RESUMABLE_CHANGES, TrainConfig, resolve_recipe
 from mtvad.students.data import (
     InMemoryDataset,
     StoreSamples,
@@ -156,6 +156,8 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
                  progress: bool = True) -> BranchResult:
     branch = get_branch(branch)
     name = branch.name
+    device = pick_device(config.run.device)
+    config, chosen = resolve_recipe(config, device.type, store.resolution)
     out_dir = Path(config.run.out) / name
     ckpt_file = checkpoint_path(config.run.out, name)
     best_file = best_path(config.run.out, name)
@@ -180,7 +182,6 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
         raise ConfigError(f"input {size[0]}x{size[1]} does not split into a {config.optim.patch_grid}x"
                           f"{config.optim.patch_grid} grid of equal patches: change --patch-grid or --size")
     train_ids, val_ids = _split(store, config, ckpt, ckpt_file, name)
-    device = pick_device(config.run.device)
     amp_dtype, needs_scaler = amp_settings(device, config.run.amp)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
@@ -240,7 +241,7 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
         kind = InMemoryDataset if data.in_memory else StreamingDataset
         val_data = kind(store, "train", val_ids, vspec, n_classes)
         if len(val_data) == 0:
-            console.print(f"[yellow]warning:[/] {name}: the validation videos {', '.join(val_ids)} hold no "
+            warn(f"{name}: the validation videos {', '.join(val_ids)} hold no "
                           "samples of this branch: no validation", highlight=False)
             val_data = None
     if val_data is not None:
@@ -300,7 +301,7 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
             "store": store_info, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
             "rng": capture_rng(), "encoder_init": encoder_init, "n_classes": n_classes, "input_size": size,
-            "loss": last_loss, "vad_version": __version__, "torch_version": str(torch.__version__), "created": now_utc(),
+            "loss": last_loss, "train_seconds": train_seconds(), "vad_version": __version__, "torch_version": str(torch.__version__), "created": now_utc(),
             **validation_state(),
         }
         if scaler is not None:
@@ -316,7 +317,12 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
         return patch_loss(branch.predict(model, inputs, autocast), target, config.optim.patch_grid)
 
     n_params = count_parameters(model)
-    console.print(f"[bold]{name}[/]: {len(data.dataset)} samples from {len(data.dataset.video_ids)} videos "
+    recipe = config.run.recipe
+    console.print(f"{name}: recipe {recipe}" + (" (no CUDA device)" if recipe == "cpu" and device.type != "cuda"
+                                                 else "") + (f": {', '.join(chosen)}" if chosen else "")
+                  + ("; --recipe paper for the paper's (the store resolution, all epochs)" if recipe == "cpu" else ""),
+                  highlight=False)
+    console.print(f"{name}: {len(data.dataset)} samples from {len(data.dataset.video_ids)} videos "
                   f"({'in memory' if data.in_memory else 'streaming'}, {data.needed_bytes / 2**20:.0f} MiB), "
                   f"input {size[0]}x{size[1]}, batch {config.optim.batch_size}, {steps_per_epoch} steps/epoch, "
                   f"{n_params / 1e6:.2f} M parameters, device {device}"
@@ -331,6 +337,11 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
     losses: list[float] = []
     samples = 0
     t_start = time.perf_counter()
+    seconds_before = float(ckpt.get("train_seconds", 0.0)) if ckpt is not None else 0.0
+
+    def train_seconds() -> float:
+        """Wall seconds of training so far, the runs before a resume included (validation included)."""
+        return seconds_before + time.perf_counter() - t_start
     stopped = "epochs"
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[rate]} samples/s"),
@@ -383,7 +394,8 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
                 ema_rate = rate if ema_rate is None else 0.9 * ema_rate + 0.1 * rate
                 log.write(json.dumps({"step": step, "epoch": epoch + 1, "loss": value,
                                       "lr": optimizer.param_groups[0]["lr"],
-                                      "samples_per_s": round(rate, 2)}) + "\n")
+                                      "samples_per_s": round(rate, 2),
+                                      "train_seconds": round(train_seconds(), 2)}) + "\n")
                 bar.update(task, completed=min(step, total), loss=f"{value:.4g}", rate=f"{ema_rate:.1f}")
                 if step % config.run.checkpoint_every == 0:
                     log.flush()
@@ -418,7 +430,7 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
         cname, cvalue = best_control(controls)
         said = (f"its best validation loss {best['loss']:.5g} (step {best['step']})" if best
                 else "it has no finite validation loss")
-        console.print(f"[yellow]warning:[/] {name} has not converged: {said} is not below {CONVERGED_RATIO} x "
+        warn(f"{name} has not converged: {said} is not below {CONVERGED_RATIO} x "
                       f"that of its best trivial control ({cname} {cvalue:.5g}), so its scores would mostly "
                       "measure what the control gives for free: train longer (--epochs, --max-steps) or check "
                       "the store", highlight=False)
@@ -430,7 +442,7 @@ def _split(store: Store, config: TrainConfig, ckpt: dict[str, Any] | None, ckpt_
     """(training video ids, validation video ids) of this run; a resumed run must have the checkpoint's."""
     all_ids = store.video_ids("train")
     if ckpt is not None and "validation_videos" not in ckpt:  # trained before validation existed: on all
-        console.print(f"[yellow]warning:[/] {ckpt_file} was trained on all training videos (a checkpoint "
+        warn(f"{ckpt_file} was trained on all training videos (a checkpoint "
                       "from before validation): it resumes without validation", highlight=False)
         return all_ids[: config.data.limit_videos], []
     train_ids, val_ids = split_videos(all_ids, config.data.val_videos)
@@ -441,7 +453,7 @@ def _split(store: Store, config: TrainConfig, ckpt: dict[str, Any] | None, ckpt_
                               f"videos {ckpt['validation_videos']}, but this run would train on {train_ids} and "
                               f"validate on {val_ids}: start a new --out instead of --resume")
     if not val_ids and config.data.val_videos == "auto":
-        console.print(f"[yellow]warning:[/] {store.url}: {len(all_ids)} training video(s): none can be held out, "
+        warn(f"{store.url}: {len(all_ids)} training video(s): none can be held out, "
                       f"{name} is trained without validation (and no best.pt)", highlight=False)
     return train_ids, val_ids
 
@@ -476,7 +488,7 @@ def _recover_best(ckpt_file: Path, best_file: Path, step: int) -> None:
 def _update_best(best_file: Path, state: dict[str, Any]) -> None:
     """Bring best.pt's validation fields up to the end of the run (its weights and step stay)."""
     if not best_file.exists():
-        console.print(f"[yellow]warning:[/] {best_file} is missing (removed during the run?): not rewritten",
+        warn(f"{best_file} is missing (removed during the run?): not rewritten",
                       highlight=False)
         return
     payload = torch.load(best_file, map_location="cpu", weights_only=True)
