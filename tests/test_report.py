@@ -76,8 +76,8 @@ def test_report_writes_every_figure_it_lists_and_each_shows_its_data(paths, tmp_
     listed = _listed(r.page)
     assert listed and len(listed) == len(set(listed)) == len(r.figures)
     assert set(listed) == _pngs(out)  # every listed figure written, nothing unlisted
-    assert {"roc.png", "per_video_auc.png", "maps_appearance.png", "maps_motion.png", "timelines/01.png",
-            "timelines/02.png", "timelines/03.png"} == set(listed) == set(drawn)
+    assert {"training.png", "roc.png", "per_video_auc.png", "maps_appearance.png", "maps_motion.png",
+            "timelines/01.png", "timelines/02.png", "timelines/03.png"} == set(listed) == set(drawn)
     for rel, (fig, dpi) in drawn.items():
         _read_png(out / rel, fig, dpi)
     ev = evaluate(scores, store, post)
@@ -106,6 +106,20 @@ def test_report_writes_every_figure_it_lists_and_each_shows_its_data(paths, tmp_
         shaded = [(p.get_x(), p.get_x() + p.get_width()) for p in ax.patches]
         first = int(np.argmax(ev.labels[vid]))  # the anomalous frames, from `first` to the end
         assert shaded == [(first - 0.5, 10 - 0.5)], vid
+
+    import torch
+
+    training = {ax.get_title().split(":")[0]: ax for ax in drawn["training.png"][0].axes}
+    for branch in ("appearance", "motion"):  # each run's validation losses against its controls, as trained
+        ckpt = torch.load(scores.attrs["checkpoints"][branch]["path"], weights_only=True)
+        lines, title = _lines(training[branch]), training[branch].get_title()
+        assert np.array_equal(lines["validation loss"][0], [e["step"] for e in ckpt["validation"]])
+        assert np.allclose(lines["validation loss"][1], [e["loss"] for e in ckpt["validation"]])
+        for name, loss in ckpt["controls"].items():
+            assert np.allclose(lines[f"control: {name}"][1], loss), (branch, name)
+        assert np.allclose(lines["converged below (0.9 x best control)"][1], 0.9 * min(ckpt["controls"].values()))
+        assert ("NOT converged" in title) == (ckpt["converged"] is False)
+        assert (f"The {branch} student has not converged" in r.page.read_text()) == (ckpt["converged"] is False)
 
     for branch in ("appearance", "motion"):  # each map panel: the branch's map of the frame it names
         offset = scores.attrs["checkpoints"][branch]["target_offset"]
@@ -163,7 +177,7 @@ def test_report_without_maps_or_labels_says_so_and_still_lists_only_what_it_wrot
     score(str(paths["nolabels"]), [paths["appearance"], paths["motion"]], out, progress=False)  # no --maps
     r = make_report(open_scores(out), open_store(paths["nolabels"]), tmp_path / "rep", PostConfig(window=5))
     listed = _listed(r.page)
-    assert set(listed) == _pngs(tmp_path / "rep") == {"timelines/01.png", "timelines/02.png"}
+    assert set(listed) == _pngs(tmp_path / "rep") == {"training.png", "timelines/01.png", "timelines/02.png"}
     text = r.page.read_text()
     assert "no frame labels" in text and "no maps" in text
     assert not (tmp_path / "rep" / "results.json").exists()

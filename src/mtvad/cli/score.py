@@ -60,8 +60,8 @@ def score_cmd(
     batch_size: Annotated[int, typer.Option(help="frames per forward pass")] = 16,
     device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda")] = "auto",
     threads: Annotated[int | None, typer.Option(
-        help="torch CPU threads (default: the cores not busy with other jobs, cores minus the 1-minute load "
-             "average, at least 1)", show_default=False)] = None,
+        help="torch CPU threads (default: every core; fewer on a machine shared with other jobs)",
+        show_default=False)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="replace an existing scores file at --out")] = False,
     progress: ProgressFlag = True,
 ) -> None:
@@ -75,7 +75,7 @@ def score_cmd(
     r = score(store, checkpoint, out, maps=maps, batch_size=batch_size, device=device, overwrite=overwrite,
               progress=progress, threads=threads)
     rates = ", ".join(f"{b} {fps:.1f}" for b, fps in r.frames_per_s.items())
-    Console(soft_wrap=True).print(
+    Console(soft_wrap=True, markup=False).print(
         f"scored {', '.join(r.branches)} on {r.videos.get('train', 0)} training videos ({r.frames.get('train', 0)} "
         f"frames) and {r.videos.get('test', 0)} test videos ({r.frames.get('test', 0)} frames) in {r.seconds:.1f} s "
         f"(frames/s: {rates}; {r.threads} torch thread{'s' if r.threads > 1 else ''}); wrote {r.out}",
@@ -122,7 +122,7 @@ def eval_cmd(
     if as_json:
         print_json(ev.results)
     else:
-        tables = Console(soft_wrap=True)
+        tables = Console(soft_wrap=True, markup=False)
         for table in results_tables(ev.results, per_video):
             tables.print(table)
     for note in results_notes(ev.results):

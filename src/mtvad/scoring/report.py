@@ -4,6 +4,8 @@
     OUT/results.json              what `vad eval --out FILE` writes
     OUT/roc.png                   frame-level ROC (micro) of each branch, fused and the teacher-only controls
     OUT/per_video_auc.png         per-video AUC of each row (videos with one class only are marked skipped)
+    OUT/training.png              each branch's validation loss during training (held-out training videos)
+                                  against its trivial controls and the convergence bar, best.pt marked
     OUT/timelines/<video>.png     calibrated, smoothed scores per test video over time: each branch, fused,
                                   the controls; ground-truth anomalous frames shaded; the decision threshold
     OUT/maps_<branch>.png         the test frames the branch scores highest (the top frame of as many videos as
@@ -152,6 +154,7 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
         fig.tight_layout()
         _save(fig, out / "timelines" / f"{vid}.png", report, dpi=80)
 
+    _training_figure(scores, out / "training.png", report, plt)
     if not scores.has_maps:
         report.notes.append("No anomaly-map overlays: the scores file has no maps (run `vad score --maps`).")
     else:
@@ -160,6 +163,40 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
                          report)
     _write_page(scores, processed, post, report)
     return report
+
+
+def _training_figure(scores: ScoresFile, path: Path, report: Report, plt) -> None:
+    """Validation loss per checkpoint of each branch's run (held-out training videos) against its trivial
+    controls and the convergence bar; a branch that did not converge gets a note on the page."""
+    runs = {b: c["validation"] for b, c in scores.attrs["checkpoints"].items() if c.get("validation")}
+    if not runs:
+        return
+    fig, axes = plt.subplots(1, len(runs), figsize=(5 * len(runs), 3.6), squeeze=False)
+    for ax, (branch, v) in zip(axes[0], runs.items()):
+        steps = [e["step"] for e in v["history"]]
+        ax.plot(steps, [e["loss"] for e in v["history"]], "o-", ms=3, color="black", label="validation loss")
+        ax.plot(steps, [e["train_loss"] for e in v["history"]], "-", lw=0.8, color="gray", alpha=0.7,
+                label="training loss (last step)")
+        controls = {k: c for k, c in v["controls"].items() if c is not None}
+        for (name, loss), color in zip(controls.items(), ("tab:blue", "tab:orange", "tab:green")):
+            ax.axhline(loss, ls="--", lw=1, color=color, label=f"control: {name}")
+        ratio = v["converged_ratio"]
+        if controls:
+            ax.axhline(ratio * min(controls.values()), ls=":", lw=1, color="crimson",
+                       label=f"converged below ({ratio} x best control)")
+        if v["best"] and v["best"]["loss"] is not None:
+            ax.plot([v["best"]["step"]], [v["best"]["loss"]], "*", ms=12, color="gold", mec="black",
+                    label=f"best.pt (step {v['best']['step']})")
+        scored = scores.attrs["checkpoints"][branch]["step"]
+        ax.set(xlabel="step", ylabel="patch loss (Eq. 6)", yscale="log",
+               title=f"{branch}: {'converged' if v['converged'] else 'NOT converged'} (scored: step {scored})")
+        ax.legend(fontsize=7)
+        if v["converged"] is False:
+            report.notes.append(f"The {branch} student has not converged: its validation loss is not below "
+                                f"{ratio} x that of its best trivial control, so its scores mostly "
+                                "measure what the control gives for free (train longer).")
+    fig.tight_layout()
+    _save(fig, path, report)
 
 
 def top_frames(series: dict[str, np.ndarray], k: int, spacing: int) -> list[tuple[str, int, float]]:
@@ -264,7 +301,8 @@ def _write_page(scores: ScoresFile, processed, post: PostConfig, report: Report)
     parts.append(f"<p>Smoothing: Savitzky-Golay, window {post.window} frames, order {post.polyorder}. Checkpoints: "
                  + "; ".join(f"{e(b)} step {c['step']} ({e(c['sha256'][:12])})"
                              for b, c in scores.attrs["checkpoints"].items()) + ".</p>")
-    sections = [("ROC curves", lambda p: p.name == "roc.png"),
+    sections = [("Training: validation loss on held-out training videos", lambda p: p.name == "training.png"),
+                ("ROC curves", lambda p: p.name == "roc.png"),
                 ("Per-video AUC", lambda p: p.name == "per_video_auc.png"),
                 ("Anomaly maps of the highest-scoring frames", lambda p: p.name.startswith("maps_")),
                 ("Score timelines per test video", lambda p: p.parent.name == "timelines")]

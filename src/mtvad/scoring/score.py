@@ -31,9 +31,10 @@ reductions and controls, had one array per row, `teacher_flow` among them; it is
                                     schema_version, dataset, resolution, classes, flow_valid_from}, branches,
                                     controls, rows (= branches + controls), reductions, reduction_labels,
                                     patch_grid, flow_foreground_px, checkpoints {branch: {path, sha256, step,
-                                    epoch, input_size, n_classes, target_offset, config}}, maps, map_sizes,
-                                    invalid_policy, units (per row: what one pixel of its map is), created,
-                                    vad_version, torch_version, device
+                                    epoch, input_size, n_classes, target_offset, config, validation {videos,
+                                    converged_ratio, controls, history [{step, loss, train_loss}], best,
+                                    converged} or None}}, maps, map_sizes, invalid_policy, units (per row: what
+                                    one pixel of its map is), created, vad_version, torch_version, device
       train/<video>/                attributes n_frames, has_labels
         <row>@<reduction> float64 (T,)  e.g. motion@patch-max, raw_flow@sum: the row's frame score under the
                                     reduction, NaN where invalid (attributes units, reduction)
@@ -47,6 +48,7 @@ reductions and controls, had one array per row, `teacher_flow` among them; it is
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -60,6 +62,7 @@ import zarr
 from zarr.codecs import ZstdCodec
 
 from mtvad import __version__
+from mtvad.console import console, warn
 from mtvad.errors import ConfigError
 from mtvad.hashing import file_sha256
 from mtvad.scoring.reductions import (
@@ -104,6 +107,9 @@ def load_branches(checkpoints: Sequence[str | Path], store: Store, device) -> di
         if branch in out:
             raise ConfigError(f"two {branch} checkpoints: {out[branch][3]} and {path}; give one per branch")
         check_fits_store(path, ckpt, store, remedy="score with a checkpoint trained on this store")
+        if ckpt.get("converged") is False:
+            warn(f"{path}: the {branch} student has not converged (its validation loss is not clearly below its "
+                 "trivial controls'): its scores mostly measure what a control gives for free")
         out[branch] = (model, config, ckpt, Path(path))
     return {b: out[b] for b in BRANCHES if b in out}
 
@@ -199,16 +205,9 @@ class ScoreResult:
 
 
 def auto_threads() -> int:
-    """Torch threads for scoring on a CPU: the cores not already busy (cores minus the 1-minute load average,
-    at least 1). On a 2-core machine shared with another job, 2 OpenMP threads made the forward passes 4-8x
-    slower than 1 thread (each step waits for the thread that lost its core); on an idle machine this is all
-    the cores, torch's own default."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
-        load = 0.0
-    return max(1, min(cores, cores - int(load + 0.5)))
+    """Torch threads for scoring on a CPU: every core this process may use (torch's own default; `--threads`
+    sets fewer on a machine shared with other jobs, where OpenMP threads that lose their core slow every step)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *, maps: bool = False,
@@ -259,9 +258,8 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
     t0 = time.perf_counter()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from mtvad.console import console
 
-    columns = (TextColumn("[bold]scoring {task.fields[what]}"), BarColumn(), MofNCompleteColumn(),
+    columns = (TextColumn("scoring {task.fields[what]}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                TextColumn("frames x branches"), TimeRemainingColumn())
     try:
         with Progress(*columns, console=console, disable=not progress, transient=True) as bar:
@@ -332,7 +330,7 @@ def _root_attrs(store: Store, branches: dict, maps: bool, device, torch) -> dict
         cks[name] = {"path": str(path), "sha256": file_sha256(path), "step": int(ckpt["step"]),
                      "epoch": int(ckpt["epoch"]), "input_size": _input_size(ckpt, store),
                      "n_classes": int(ckpt["n_classes"]), "target_offset": _branch(name).target_offset(config),
-                     "config": ckpt["config"], "created": ckpt.get("created")}
+                     "config": ckpt["config"], "created": ckpt.get("created"), "validation": _validation(ckpt)}
     return {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "store": {**store.identity(), "flow_valid_from": int(store.attrs.get("flow_valid_from", 1))},
@@ -344,6 +342,25 @@ def _root_attrs(store: Store, branches: dict, maps: bool, device, torch) -> dict
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "vad_version": __version__,
         "torch_version": str(torch.__version__), "device": str(device), "torch_threads": torch.get_num_threads(),
     }
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def _validation(ckpt: dict) -> dict[str, Any] | None:
+    """The checkpoint's validation record, for the report's training curves (None: trained without one)."""
+    from mtvad.students.validation import CONVERGED_RATIO
+
+    if not ckpt.get("controls"):
+        return None
+    return {"videos": list(ckpt.get("validation_videos", [])), "converged_ratio": CONVERGED_RATIO,
+            "controls": {k: _finite(v) for k, v in ckpt["controls"].items()},
+            "history": [{"step": int(e["step"]), "loss": _finite(e["loss"]), "train_loss": _finite(e.get("train_loss"))}
+                        for e in ckpt.get("validation", [])],
+            "best": None if not ckpt.get("best") else {"step": int(ckpt["best"]["step"]),
+                                                       "loss": _finite(ckpt["best"]["loss"])},
+            "converged": ckpt.get("converged")}
 
 
 def _check_out(out: Path, overwrite: bool) -> None:
