@@ -9,7 +9,7 @@ PRESET  ?= cpu
 WORKERS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test precompute demo bench bench-teachers bench-reductions clean help
+.PHONY: install test precompute demo bench bench-teachers bench-reductions bench-ped2 clean help
 
 help:
 	@echo "make demo        synthetic dataset -> store -> train both students (small) -> score -> report -> AUC table"
@@ -17,6 +17,7 @@ help:
 	@echo "make precompute  DATASET=ped2 DATA=path/to/ped2 [STORE=stores/ped2.zarr] [PRESET=cpu] [WORKERS=2]"
 	@echo "make bench       throughput, overhead, scaling, storage and memory benchmarks (needs ../shared)"
 	@echo "make bench-teachers  teacher quality on real Ped2 (needs ../shared and STORE=stores/ped2.zarr)"
+	@echo "make bench-ped2  the whole method on real Ped2 with the cpu recipe: training samples/s, time to beat the controls, scoring frames/s, AUC (needs ../shared; about an hour)"
 	@echo "make bench-reductions  AUC of every frame reduction x calibration x fusion [SCORES=... STORE=...] (default: the demo's)"
 
 install: $(VENV)/.installed
@@ -65,6 +66,12 @@ bench: install
 
 bench-teachers: install
 	$(BIN)/python benchmarks/bench_teachers.py --store $(STORE)
+
+# Ped2 end to end (benchmarks/ped2_result.py): cpu-motion store, `vad train` with the recipe's defaults, best.pt
+# scored, evaluated, reported; prints the training figures and the AUC table, writes OUT/ped2_result.json
+PED2_OUT ?= outputs/ped2
+bench-ped2: install
+	$(BIN)/python benchmarks/ped2_result.py --store stores/ped2-motion.zarr --out $(PED2_OUT)
 
 # every frame reduction x calibration x fusion of a scores file, controls beside (default: the demo's)
 SCORES ?= $(DEMO)/scores.zarr
