@@ -202,3 +202,20 @@ def test_evaluation_and_scores_errors_are_one_line_refusals_of_every_command(pat
                     ["report", "--scores", str(not_scores), "--store", str(paths["store"]), "--out", str(tmp_path / "r")]):
         line = one_line_error(runner.invoke(app, command))
         assert f"{not_scores}: not a vad scores file" in line, command
+
+
+@pytest.mark.parametrize(("edit", "words"), [
+    (lambda store: store.update(dataset="avenue"), "scored on a store of dataset 'avenue'"),
+    (lambda store: store["videos"]["test"].update({"01": 999}), "scored test/01 with 999 frames"),
+])
+def test_a_scores_file_is_refused_with_a_store_of_another_dataset_or_other_frame_counts(paths, tmp_path, edit,
+                                                                                        words):
+    import shutil
+
+    copy = tmp_path / "scores.zarr"
+    shutil.copytree(paths["scores"], copy)
+    meta = json.loads((copy / "zarr.json").read_text())
+    edit(meta["attributes"]["store"])  # what the file says it was scored on; the store is the real one
+    (copy / "zarr.json").write_text(json.dumps(meta))
+    with pytest.raises(ScoresError, match=words):
+        evaluate(open_scores(copy), open_store(paths["store"]), PostConfig(window=5))

@@ -129,16 +129,26 @@ class ScoresFile:
                 for split in SPLITS if self.video_ids(split)}
 
     def check_store(self, store: Store) -> None:
-        """Refuse a store this file was not scored on (fingerprint), or whose videos differ."""
+        """Refuse a store this file was not scored on (fingerprint, dataset), or whose videos or their frame
+        counts differ."""
+        scored_on = self.attrs["store"]
         if store.fingerprint != self.fingerprint:
             raise ScoresError(
-                f"{self.path}: scored on store {self.attrs['store'].get('url')} (fingerprint {self.fingerprint[:12]}), "
+                f"{self.path}: scored on store {scored_on.get('url')} (fingerprint {self.fingerprint[:12]}), "
                 f"but {store.url} has fingerprint {store.fingerprint[:12]}: give the store it was scored on")
+        if scored_on.get("dataset") not in (None, store.dataset):
+            raise ScoresError(f"{self.path}: scored on a store of dataset {scored_on['dataset']!r}, but {store.url} "
+                              f"is of dataset {store.dataset!r}: give the store it was scored on")
+        recorded = scored_on.get("videos") or {}  # {split: {id: frames}} (files scored since stores record it)
         for split in SPLITS:
             ours, theirs = self.video_ids(split), store.video_ids(split)
             if ours and ours != theirs:
                 raise ScoresError(f"{self.path}: its {split} videos {ours[:5]}... differ from {store.url}'s "
                                   f"{theirs[:5]}...: score this store again")
+            for vid, frames in recorded.get(split, {}).items():
+                if vid in theirs and store.video(split, vid).n_frames != int(frames):
+                    raise ScoresError(f"{self.path}: scored {split}/{vid} with {frames} frames, but {store.url} "
+                                      f"has {store.video(split, vid).n_frames}: score this store again")
 
 
 def open_scores(path: str | Path) -> ScoresFile:
