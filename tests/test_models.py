@@ -9,7 +9,7 @@ from torch import nn
 
 from mtvad.errors import EncoderWeightsError
 from mtvad.students.config import TrainConfig
-from mtvad.students.loss import patch_errors, patch_loss
+from mtvad.students.loss import patch_errors, patch_loss, training_loss
 from mtvad.students.models import (
     AppearanceStudent,
     MotionStudent,
@@ -185,6 +185,18 @@ def test_patch_loss_gradient_reaches_only_the_worst_patch():
     patch_loss(pred, target).backward()
     grad = pred.grad[0, 0]
     assert grad[3, 3] != 0 and grad[0, 0] == 0 and int((grad != 0).sum()) == 1
+
+
+def test_the_mean_term_adds_the_whole_map_mse_and_reaches_every_erring_pixel():
+    pred = torch.zeros(1, 1, 4, 4, requires_grad=True)
+    target = torch.zeros(1, 1, 4, 4)
+    target[0, 0, 3, 3], target[0, 0, 0, 0] = 3.0, 1.0
+    assert training_loss(pred, target, mean_weight=0.0).item() == patch_loss(pred, target).item() == 9.0
+    loss = training_loss(pred, target, mean_weight=0.5)
+    assert loss.item() == pytest.approx(9.0 + 0.5 * (9.0 + 1.0) / 16)
+    loss.backward()
+    grad = pred.grad[0, 0]
+    assert grad[3, 3] != 0 and grad[0, 0] != 0 and int((grad != 0).sum()) == 2  # the background's offset too
 
 
 # ------------------------------------------------------------------------------------------- encoder weights

@@ -377,12 +377,12 @@ def test_a_truncated_checkpoint_is_refused_naming_the_file(trained, store_path, 
 def test_a_nan_loss_stops_training_and_keeps_the_last_good_checkpoint(store_path, tmp_path, monkeypatch):
     calls = []
 
-    def loss_that_breaks(pred, target, grid=4):
+    def loss_that_breaks(pred, target, grid=4, mean_weight=0.0):
         calls.append(1)
         loss = patch_loss(pred, target, grid)
         return loss * float("nan") if len(calls) == 3 else loss
 
-    monkeypatch.setattr(mtvad.students.train, "patch_loss", loss_that_breaks)
+    monkeypatch.setattr(mtvad.students.train, "training_loss", loss_that_breaks)
     cfg = config(store_path, tmp_path, run__checkpoint_every=2, run__max_steps=10)
     with pytest.raises(TrainingDivergedError, match=r"loss is nan at step 3 .* Last good checkpoint: .*last.pt "
                                                     r"\(step 2\)"):

@@ -140,6 +140,8 @@ class OptimConfig(_Section):
     epochs: int = Field(30, ge=1, description="ours: the paper does not say (30 epochs = lr 1e-3 -> 1.25e-4)")
     batch_size: int = Field(8, ge=1, description="ours: the paper does not say")
     patch_grid: int = Field(4, ge=1, description="4 x 4 = 16 patches (Eq. 6)")
+    mean_loss_weight: float = Field(0.0, ge=0, description="ours, 0 = off (the paper's Eq. 6 alone): adds this x "
+                                                           "the MSE over the whole map to the training loss")
 
     def validate(self) -> OptimConfig:
         self._revalidate()

@@ -5,6 +5,10 @@
 Per sample the loss is the largest of its 16 patch MSEs (each averaged over the patch's pixels and channels);
 a batch's loss is the mean of its samples' losses. Taking the max per sample (not over the whole batch) keeps
 every sample's worst region in the gradient; the paper defines the loss per frame and is silent about batches.
+
+`training_loss` optionally adds `mean_weight` x the plain MSE over the whole map (ours, off by default): the
+max sends gradient only to the worst patch, so patches that are never the worst (often background) keep
+whatever offset they have; the mean term reaches every pixel.
 """
 
 from __future__ import annotations
@@ -27,3 +31,11 @@ def patch_errors(pred: torch.Tensor, target: torch.Tensor, grid: int = 4) -> tor
 def patch_loss(pred: torch.Tensor, target: torch.Tensor, grid: int = 4) -> torch.Tensor:
     """Eq. 6: max over the grid's patch MSEs per sample, then the mean over the batch (a scalar)."""
     return patch_errors(pred, target, grid).flatten(1).amax(dim=1).mean()
+
+
+def training_loss(pred: torch.Tensor, target: torch.Tensor, grid: int = 4, mean_weight: float = 0.0) -> torch.Tensor:
+    """Eq. 6, plus `mean_weight` x the MSE over all pixels when it is above 0 (config.optim.mean_loss_weight)."""
+    loss = patch_loss(pred, target, grid)
+    if mean_weight > 0:
+        loss = loss + mean_weight * (pred.float() - target.float()).square().mean()
+    return loss

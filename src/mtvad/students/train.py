@@ -66,7 +66,7 @@ from mtvad.students.data import (
     make_train_data,
     n_outputs,
 )
-from mtvad.students.loss import patch_loss
+from mtvad.students.loss import training_loss
 from mtvad.students.validation import (
     CONVERGED_RATIO,
     CRITERION,
@@ -314,7 +314,8 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
 
     def compute_loss(raw) -> torch.Tensor:
         inputs, target = branch.batch(raw, config, n_classes, resize_to, device)
-        return patch_loss(branch.predict(model, inputs, autocast), target, config.optim.patch_grid)
+        return training_loss(branch.predict(model, inputs, autocast), target, config.optim.patch_grid,
+                             config.optim.mean_loss_weight)
 
     n_params = count_parameters(model)
     recipe = config.run.recipe
