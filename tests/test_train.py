@@ -18,8 +18,10 @@ from mtvad.store.schema import SCHEMA_VERSION
 from mtvad.students.checkpoint import checkpoint_path, load_checkpoint, load_student
 from mtvad.students.config import (
     CPU_CHECKPOINT_EVERY,
+    CPU_MEAN_LOSS_WEIGHT,
     CPU_STEPS,
     DataConfig,
+    MotionConfig,
     OptimConfig,
     RunConfig,
     TrainConfig,
@@ -425,12 +427,14 @@ def test_the_cpu_recipe_fills_only_the_unset_settings(resolution, size):
     base = TrainConfig(data=DataConfig(store="s.zarr"))
     cpu, chosen = resolve_recipe(base, "cpu", resolution)  # auto on a CPU: ours
     assert cpu.run.recipe == "cpu" and cpu.data.size == size  # longer side <= 128, multiples of 32, never up
-    assert (cpu.run.max_steps, cpu.run.checkpoint_every) == (CPU_STEPS, CPU_CHECKPOINT_EVERY) and len(chosen) == 3
+    assert (cpu.run.max_steps, cpu.run.checkpoint_every) == (CPU_STEPS, CPU_CHECKPOINT_EVERY) and len(chosen) == 4
+    assert cpu.motion.mean_loss_weight == CPU_MEAN_LOSS_WEIGHT
     assert resolve_recipe(cpu, "cpu", resolution) == (cpu, [])  # resolved once is resolved
-    given = TrainConfig(data=DataConfig(store="s.zarr", size=[256, 256]), run=RunConfig(max_steps=7))
+    given = TrainConfig(data=DataConfig(store="s.zarr", size=[256, 256]), run=RunConfig(max_steps=7),
+                        motion=MotionConfig(mean_loss_weight=0))
     mine, chosen = resolve_recipe(given, "cpu", resolution)
-    assert mine.data.size == [256, 256] and mine.run.max_steps == 7 and chosen == [f"validation every "
-                                                                                     f"{CPU_CHECKPOINT_EVERY} steps"]
+    assert mine.data.size == [256, 256] and mine.run.max_steps == 7 and mine.motion.mean_loss_weight == 0
+    assert chosen == [f"validation every {CPU_CHECKPOINT_EVERY} steps"]
 
 
 def test_the_paper_recipe_on_cuda_or_when_asked_trains_all_epochs_at_the_store_resolution():
@@ -438,7 +442,7 @@ def test_the_paper_recipe_on_cuda_or_when_asked_trains_all_epochs_at_the_store_r
                            (TrainConfig(data=DataConfig(store="s"), run=RunConfig(recipe="paper")), "cpu")):
         paper, _ = resolve_recipe(config, device, (256, 256))
         assert paper.run.recipe == "paper" and paper.data.size is None and paper.run.max_steps is None
-        assert paper.run.checkpoint_every == 500
+        assert paper.run.checkpoint_every == 500 and paper.motion.mean_loss_weight == 0  # Eq. 6 alone
     cpu_on_cuda, _ = resolve_recipe(TrainConfig(data=DataConfig(store="s"), run=RunConfig(recipe="cpu")), "cuda",
                                     (256, 256))
     assert cpu_on_cuda.run.recipe == "cpu" and cpu_on_cuda.data.size == [128, 128]

@@ -34,7 +34,7 @@ KEYS = {
     "store": "data.store", "branch": "branch", "out": "run.out", "size": "data.size",
     "epochs": "optim.epochs", "batch_size": "optim.batch_size", "lr": "optim.lr",
     "lr_step_epochs": "optim.lr_step_epochs", "lr_gamma": "optim.lr_gamma", "patch_grid": "optim.patch_grid",
-    "mean_loss_weight": "optim.mean_loss_weight",
+    "mean_loss_weight": "motion.mean_loss_weight",
     "appearance_target": "appearance.target", "scse": "motion.scse", "attention": "motion.attention",
     "attention_form": "motion.attention_form", "flow_target": "motion.flow_target",
     "max_steps": "run.max_steps", "limit_videos": "data.limit_videos", "in_memory": "data.in_memory",
@@ -72,9 +72,9 @@ def train_cmd(
     lr_gamma: Annotated[float, typer.Option(help="lr factor at each step (paper 0.5)")] = _d("optim.lr_gamma"),
     patch_grid: Annotated[int, typer.Option(help="patch loss grid: G x G patches (paper 4: 16)")] = _d(
         "optim.patch_grid"),
-    mean_loss_weight: Annotated[float, typer.Option(
-        help="add W x the MSE over the whole map to the patch loss (ours; 0 = the paper's Eq. 6 alone)")] = _d(
-        "optim.mean_loss_weight"),
+    mean_loss_weight: Annotated[float | None, typer.Option(
+        help="motion branch: add W x the MSE over the whole map to the patch loss (ours; default: the recipe's: "
+             f"paper 0 = Eq. 6 alone, cpu {cfg.CPU_MEAN_LOSS_WEIGHT:g})", show_default=False)] = None,
     appearance_target: Annotated[str, typer.Option(
         help="seg-future: seg of t+1 (paper, Seg+Pred) | seg: seg of t (Seg)")] = _d("appearance.target"),
     scse: Annotated[str, typer.Option(help=f"SCSE placement: {_choices(cfg.SCSE_PLACEMENTS)} (paper 3.4: "

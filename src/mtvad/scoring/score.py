@@ -108,8 +108,8 @@ def load_branches(checkpoints: Sequence[str | Path], store: Store, device) -> di
             raise ConfigError(f"two {branch} checkpoints: {out[branch][3]} and {path}; give one per branch")
         check_fits_store(path, ckpt, store, remedy="score with a checkpoint trained on this store")
         if ckpt.get("converged") is False:
-            warn(f"{path}: the {branch} student has not converged (its validation loss is not clearly below its "
-                 "trivial controls'): its scores mostly measure what a control gives for free")
+            warn(f"{path}: the {branch} student has not converged (its validation loss is not clearly below that "
+                 "of its trivial controls): its scores mostly measure what a control gives for free")
         out[branch] = (model, config, ckpt, Path(path))
     return {b: out[b] for b in BRANCHES if b in out}
 

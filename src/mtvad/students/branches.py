@@ -79,6 +79,10 @@ class Branch:
         """The target (and the anomaly map) of sample t is about frame t + target_offset."""
         return 0
 
+    def mean_loss_weight(self, config: TrainConfig) -> float:
+        """Weight of the whole-map MSE added to the patch loss in training (0: Eq. 6 alone)."""
+        return float(getattr(self.settings(config), "mean_loss_weight", None) or 0.0)
+
     # ----------------------------------------------------------------------------------- what it reads
 
     def spec(self, config: TrainConfig, resolution: tuple[int, int], flow_valid_from: int = 1, *,

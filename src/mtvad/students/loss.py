@@ -6,9 +6,9 @@ Per sample the loss is the largest of its 16 patch MSEs (each averaged over the 
 a batch's loss is the mean of its samples' losses. Taking the max per sample (not over the whole batch) keeps
 every sample's worst region in the gradient; the paper defines the loss per frame and is silent about batches.
 
-`training_loss` optionally adds `mean_weight` x the plain MSE over the whole map (ours, off by default): the
-max sends gradient only to the worst patch, so patches that are never the worst (often background) keep
-whatever offset they have; the mean term reaches every pixel.
+`training_loss` optionally adds `mean_weight` x the plain MSE over the whole map (ours; the motion branch's
+`mean_loss_weight`, 1 on the cpu recipe): the max sends gradient only to the worst patch, so patches that are
+never the worst (often background) keep whatever offset they have; the mean term reaches every pixel.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def patch_loss(pred: torch.Tensor, target: torch.Tensor, grid: int = 4) -> torch
 
 
 def training_loss(pred: torch.Tensor, target: torch.Tensor, grid: int = 4, mean_weight: float = 0.0) -> torch.Tensor:
-    """Eq. 6, plus `mean_weight` x the MSE over all pixels when it is above 0 (config.optim.mean_loss_weight)."""
+    """Eq. 6, plus `mean_weight` x the MSE over all pixels when it is above 0."""
     loss = patch_loss(pred, target, grid)
     if mean_weight > 0:
         loss = loss + mean_weight * (pred.float() - target.float()).square().mean()

@@ -312,10 +312,11 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
         last_saved = step
         write_history()
 
+    mean_weight = branch.mean_loss_weight(config)
+
     def compute_loss(raw) -> torch.Tensor:
         inputs, target = branch.batch(raw, config, n_classes, resize_to, device)
-        return training_loss(branch.predict(model, inputs, autocast), target, config.optim.patch_grid,
-                             config.optim.mean_loss_weight)
+        return training_loss(branch.predict(model, inputs, autocast), target, config.optim.patch_grid, mean_weight)
 
     n_params = count_parameters(model)
     recipe = config.run.recipe
