@@ -456,3 +456,19 @@ def test_a_run_names_its_recipe_and_writes_the_resolved_config(store_path, tmp_p
     written = TrainConfig.from_dict(json.loads((tmp_path / "run" / "motion" / "config.json").read_text()))
     assert written.run.recipe == "cpu" and written.run.max_steps == CPU_STEPS and written.data.size is not None
     assert load_checkpoint(checkpoint_path(tmp_path / "run", "motion"))["config"] == written.to_dict()
+
+
+def test_the_cpu_recipe_adds_the_whole_map_term_to_the_motion_loss_only(store_path, tmp_path, monkeypatch):
+    weights = []
+
+    def recording_loss(pred, target, grid=4, mean_weight=0.0):
+        weights.append(mean_weight)
+        return patch_loss(pred, target, grid)
+
+    monkeypatch.setattr(mtvad.students.train, "training_loss", recording_loss)
+    for branch, recipe, expected in (("motion", "cpu", CPU_MEAN_LOSS_WEIGHT), ("motion", "paper", 0.0),
+                                     ("appearance", "cpu", 0.0)):
+        weights.clear()
+        train(config(store_path, tmp_path / f"{branch}-{recipe}", branch, run__max_steps=1, run__recipe=recipe),
+              progress=False)
+        assert weights == [expected], (branch, recipe)

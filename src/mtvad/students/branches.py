@@ -81,7 +81,7 @@ class Branch:
 
     def mean_loss_weight(self, config: TrainConfig) -> float:
         """Weight of the whole-map MSE added to the patch loss in training (0: Eq. 6 alone)."""
-        return float(getattr(self.settings(config), "mean_loss_weight", None) or 0.0)
+        return 0.0
 
     # ----------------------------------------------------------------------------------- what it reads
 
@@ -251,6 +251,9 @@ class MotionBranch(Branch):
     map_units = "per pixel: |predicted - teacher flow magnitude|, input px/frame"
     control_name = "zero"  # zero flow everywhere
     mean_control = True  # and the per-pixel mean masked magnitude of the training samples
+
+    def mean_loss_weight(self, config: TrainConfig) -> float:
+        return float(config.motion.mean_loss_weight or 0.0)  # None (unresolved recipe): Eq. 6 alone
 
     def spec(self, config: TrainConfig, resolution: tuple[int, int], flow_valid_from: int = 1, *,
              control: bool = False) -> BranchSpec:

@@ -18,6 +18,7 @@ it and no pickled code ever runs):
     n_classes, input_size         what the model was built for: outputs (one per class id up to the largest,
                                   mtvad.students.data.n_outputs), [H, W] input
     loss                          last step's loss; vad_version, torch_version, created (UTC)
+    train_seconds                 wall seconds of training so far, the runs before a resume included
     train_videos                  the training videos in the gradient (ids)
     validation_videos             the held-out training videos (ids; [] when validation is off)
     controls                      {name: validation loss} of the branch's trivial controls

@@ -15,9 +15,9 @@ epoch end, the stop) the student's patch loss on them is computed beside that of
 control's is reported as not converged.
 
 Outputs per branch, under `OUT/<branch>/`: `last.pt` (to resume) and `best.pt` (the lowest validation loss; see
-mtvad.students.checkpoint), `log.jsonl` (one line per step: step, epoch, loss, lr, samples/s), `history.json`
-(the validation split, controls, every validation, the best, converged) and `config.json` (the config, for
-people).
+mtvad.students.checkpoint), `log.jsonl` (one line per step: step, epoch, loss, lr, samples/s, train_seconds),
+`history.json` (the validation split, controls, every validation, the best, converged) and `config.json` (the
+config, for people).
 
 A NaN or infinite loss stops training before that step changes anything; the last checkpoint written (with
 finite weights: they are checked before every save) stays as it is, and `TrainingDivergedError` says where.
@@ -301,7 +301,8 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
             "store": store_info, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(), "epoch": epoch, "step_in_epoch": step_in_epoch, "step": step,
             "rng": capture_rng(), "encoder_init": encoder_init, "n_classes": n_classes, "input_size": size,
-            "loss": last_loss, "train_seconds": train_seconds(), "vad_version": __version__, "torch_version": str(torch.__version__), "created": now_utc(),
+            "loss": last_loss, "train_seconds": train_seconds(), "vad_version": __version__,
+            "torch_version": str(torch.__version__), "created": now_utc(),
             **validation_state(),
         }
         if scaler is not None:
