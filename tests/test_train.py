@@ -472,3 +472,16 @@ def test_the_cpu_recipe_adds_the_whole_map_term_to_the_motion_loss_only(store_pa
         train(config(store_path, tmp_path / f"{branch}-{recipe}", branch, run__max_steps=1, run__recipe=recipe),
               progress=False)
         assert weights == [expected], (branch, recipe)
+
+
+def test_a_checkpoint_from_before_recipes_resumes_with_the_paper_settings_it_meant(store_path, tmp_path):
+    out = tmp_path / "run"
+    train(config(store_path, out, "motion", run__max_steps=1, run__recipe="paper"), progress=False)
+    path = checkpoint_path(out, "motion")
+    old = torch.load(path, weights_only=True)
+    del old["config"]["run"]["recipe"], old["config"]["motion"]["mean_loss_weight"]  # as written before recipes
+    old["config"]["run"]["checkpoint_every"] = 1000
+    torch.save(old, path)
+    resumed = train(config(store_path, out, "motion", run__max_steps=2), resume=True, progress=False)["motion"]
+    assert resumed.step == 2  # not refused for settings the recipe would fill differently on a CPU
+    assert TrainConfig.from_dict(load_checkpoint(path)["config"]).run.recipe == "paper"

@@ -147,6 +147,19 @@ def _resume_checks(path: Path, ckpt: dict[str, Any], config: TrainConfig) -> Non
                               f"{listed}. Drop those flags, or start a new --out")
 
 
+def _checkpoint_recipe(ckpt: dict[str, Any]) -> str:
+    """The recipe a checkpoint was trained with: its config's, or 'paper' for one from before recipes (its unset
+    settings meant the paper's: the store resolution, all epochs, Eq. 6 alone)."""
+    recipe = ckpt["config"].get("run", {}).get("recipe")
+    return recipe if recipe in ("paper", "cpu") else "paper"
+
+
+def _with_recipe(config: TrainConfig, recipe: str) -> TrainConfig:
+    d = config.to_dict()
+    d["run"]["recipe"] = recipe
+    return TrainConfig.from_dict(d)
+
+
 def _finite_parameters(model: torch.nn.Module) -> bool:
     norms = [p.detach().float().norm() for p in model.parameters()]
     return bool(torch.isfinite(torch.stack(norms)).all())
@@ -157,7 +170,6 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
     branch = get_branch(branch)
     name = branch.name
     device = pick_device(config.run.device)
-    config, chosen = resolve_recipe(config, device.type, store.resolution)
     out_dir = Path(config.run.out) / name
     ckpt_file = checkpoint_path(config.run.out, name)
     best_file = best_path(config.run.out, name)
@@ -167,6 +179,13 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
             raise CheckpointError(f"{ckpt_file}: no checkpoint to resume (train without --resume first)")
         ckpt = load_checkpoint(ckpt_file, branch=name)
         check_fits_store(ckpt_file, ckpt, store, remedy="start a new --out instead of --resume")
+        old_recipe = _checkpoint_recipe(ckpt)
+        if config.run.recipe == "auto":  # a resume continues the recipe it was started with
+            config = _with_recipe(config, old_recipe)
+        ckpt["config_obj"] = resolve_recipe(_with_recipe(ckpt["config_obj"], old_recipe), device.type,
+                                            store.resolution)[0]
+    config, chosen = resolve_recipe(config, device.type, store.resolution)
+    if ckpt is not None:
         _resume_checks(ckpt_file, ckpt, config)
     else:
         for existing in (ckpt_file, best_file):
