@@ -351,3 +351,11 @@ def test_a_schema_version_of_the_wrong_type_is_one_error(tmp_path, version):
     make_store(path).root.attrs["schema_version"] = version
     with pytest.raises(StoreError, match="'schema_version' is .*not an integer"):
         open_store(path)
+
+
+def test_store_info_calls_a_store_with_a_deleted_chunk_damaged_not_complete(damaged):
+    good, bad = damaged
+    assert "status: complete" in vad("store", "info", str(good)).output
+    shown = vad("store", "info", str(bad))
+    assert shown.exit_code == 0 and "status: complete" not in shown.output
+    assert "status: damaged: 1 missing (train/01/seg [frames 4-7]" in shown.output, shown.output

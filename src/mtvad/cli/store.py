@@ -41,8 +41,13 @@ def store_info(path: StoreArg, as_json: JsonFlag = False) -> None:
               f"{s.get('source_root') or 'unknown source'}")
     out.print(f"videos: train {s['videos']['train']} ({s['frames']['train']} frames), "
               f"test {s['videos']['test']} ({s['frames']['test']} frames)")
-    out.print(styled("status: ", "complete" if s["missing_blocks"] == 0
-                     else (f"incomplete: {s['missing_blocks']} blocks missing", "yellow")))
+    if s["missing_data"]:  # lost since it was written: not "complete", whatever the block flags say
+        out.print(styled("status: ", (f"damaged: {len(s['missing_data'])} missing ({s['missing_data'][0]}"
+                                      + (", ..." if len(s["missing_data"]) > 1 else "") + ")", "red"),
+                         ": `vad store verify` lists them, a re-run of `vad precompute` recomputes them"))
+    else:
+        out.print(styled("status: ", "complete" if s["missing_blocks"] == 0
+                         else (f"incomplete: {s['missing_blocks']} blocks missing", "yellow")))
     table = Table(title="arrays (summed over videos)")
     for col in ("array", "dtype", "chunk", "videos", "stored", "uncompressed", "ratio"):
         table.add_column(col, justify="left" if col in ("array", "dtype", "chunk") else "right")
