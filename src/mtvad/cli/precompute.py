@@ -60,8 +60,8 @@ def precompute(
                                                    show_default="CPU cores, at most 8")] = None,
     scheduler: Annotated[str, typer.Option(help="'local' (a LocalCluster), 'inprocess' (no Dask, for debugging) or "
                                                 "a scheduler address such as tcp://host:8786")] = "local",
-    overwrite: Annotated[bool, typer.Option(help="delete the store at --store and rebuild it from scratch (a folder "
-                                                 "that is not a Zarr store is never deleted)")] = False,
+    overwrite: Annotated[bool, typer.Option(help="replace the vad store at --store, deleting only its own files (a "
+                                                 "folder holding anything else is refused, nothing deleted)")] = False,
     progress: ProgressFlag = True,
 ) -> None:
     """Run the teachers once over every video and write (or resume) the store.
