@@ -212,8 +212,10 @@ def auto_threads() -> int:
 
 def score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *, maps: bool = False,
           splits: Sequence[str] = SPLITS, batch_size: int = 16, device: str = "auto", overwrite: bool = False,
-          progress: bool = True, threads: int | None = None) -> ScoreResult:
+          update: bool = False, progress: bool = True, threads: int | None = None) -> ScoreResult:
     """Score every frame of the store's `splits` with each checkpoint's branch; write the scores file OUT.
+    `update`: when OUT was scored with these checkpoints on this store, score only the videos the store gained
+    since (nothing at all when there are none); otherwise OUT is scored anew (replacing it needs `overwrite`).
     `threads`: torch CPU threads (None: `auto_threads()`; the caller's setting is restored at the end)."""
     import torch
 
@@ -225,39 +227,43 @@ def score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *,
     torch.set_num_threads(threads or auto_threads())
     try:
         return _score(store_url, checkpoints, out, maps=maps, splits=splits, batch_size=batch_size, device=device,
-                      overwrite=overwrite, progress=progress)
+                      overwrite=overwrite, update=update, progress=progress)
     finally:
         torch.set_num_threads(before)
 
 
 def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *, maps: bool, splits: Sequence[str],
-           batch_size: int, device: str, overwrite: bool, progress: bool) -> ScoreResult:
+           batch_size: int, device: str, overwrite: bool, update: bool, progress: bool) -> ScoreResult:
     import torch
 
     from mtvad.students.train import pick_device
 
     out = Path(out)
-    _check_out(out, overwrite)
     store = open_store(store_url)
+    scored = _already_scored(out, store, checkpoints, maps) if update else None
+    if scored is None:
+        _check_out(out, overwrite)
     store.require_complete()
     dev = pick_device(device)
     branches = load_branches(checkpoints, store, dev)
     if "train" not in splits:
         raise ConfigError("scoring must include the training videos: calibration and the threshold use them")
-    videos = {s: store.video_ids(s) for s in splits}
-    if not videos.get("test"):
+    videos = {s: [v for v in store.video_ids(s) if v not in (scored or {}).get(s, ())] for s in splits}
+    if not store.video_ids("test"):
         raise ConfigError(f"{store.url}: no test videos to score")
     total = sum(store.video(s, v).n_frames for s in splits for v in videos[s]) * len(branches)
+    counts = {b: 0 for b in branches}
+    seconds = {b: 0.0 for b in branches}
+    t0 = time.perf_counter()
+    if total == 0:  # an update with nothing new: OUT is left untouched
+        return ScoreResult(out, list(branches), {s: 0 for s in splits}, {s: 0 for s in splits}, 0.0,
+                           {b: 0.0 for b in branches}, torch.get_num_threads())
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
     root = zarr.open_group(zarr.storage.LocalStore(str(tmp)), mode="w", zarr_format=3)
-    counts = {b: 0 for b in branches}
-    seconds = {b: 0.0 for b in branches}
-    t0 = time.perf_counter()
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
 
     columns = (TextColumn("scoring {task.fields[what]}", style="bold", markup=False), BarColumn(), MofNCompleteColumn(),
                TextColumn("frames x branches"), TimeRemainingColumn())
@@ -290,10 +296,13 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
                         _write_row(group, name, reduced, valid)
                     if video.has_labels:
                         group.create_array("label", data=video.label().astype(np.uint8), chunks=(video.n_frames,))
-        root.attrs.update(_root_attrs(store, branches, maps, dev, torch))
-        if out.exists():
-            shutil.rmtree(out)  # checked by _check_out: a scores file we may replace
-        os.replace(tmp, out)
+        if scored is None:
+            root.attrs.update(_root_attrs(store, branches, maps, dev, torch))
+            if out.exists():
+                shutil.rmtree(out)  # checked by _check_out: a scores file we may replace
+            os.replace(tmp, out)
+        else:
+            _move_videos_in(tmp, out, videos, store)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
@@ -302,6 +311,40 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
                        {s: sum(store.video(s, v).n_frames for v in videos[s]) for s in splits}, elapsed,
                        {b: counts[b] / seconds[b] if seconds[b] else 0.0 for b in branches},
                        torch.get_num_threads())
+
+
+def _already_scored(out: Path, store: Store, checkpoints: Sequence[str | Path],
+                    maps: bool) -> dict[str, list[str]] | None:
+    """{split: video ids} OUT holds when it is a scores file of these checkpoints (same files: sha256) on this
+    store (its fingerprint and build), with maps as asked; None when it is not (or is no scores file)."""
+    from mtvad.scoring.scores_file import open_scores
+
+    if not is_scores_file(out):
+        return None
+    try:
+        sf = open_scores(out)
+    except ScoresError:
+        return None
+    scored_on = sf.attrs["store"]
+    hashes = sorted(file_sha256(p) for p in checkpoints)
+    if (scored_on.get("fingerprint") != store.fingerprint or scored_on.get("created") != store.identity()["created"]
+            or sorted(c.get("sha256") for c in sf.attrs["checkpoints"].values()) != hashes
+            or bool(sf.attrs.get("maps")) != bool(maps)):
+        return None
+    ids = {s: sf.video_ids(s) for s in SPLITS}
+    if any(v not in store.video_ids(s) for s in SPLITS for v in ids[s]):
+        return None  # it holds a video the store no longer has
+    return ids
+
+
+def _move_videos_in(tmp: Path, out: Path, videos: dict[str, list[str]], store: Store) -> None:
+    """Each newly scored video's group renamed from the temporary file into OUT (one rename per video: a kill
+    leaves OUT with whole videos only), then OUT's record of the store (its videos) brought up to date."""
+    for split, ids in videos.items():
+        for vid in ids:
+            os.replace(tmp / split / vid, out / split / vid)
+    root = zarr.open_group(zarr.storage.LocalStore(str(out)), mode="r+", zarr_format=3)
+    root.attrs["store"] = {**root.attrs["store"], **store.identity()}
 
 
 def _branch(name: str):

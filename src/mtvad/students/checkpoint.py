@@ -252,8 +252,8 @@ def check_fits_store(path: str | Path, ckpt: dict[str, Any], store: Store, *, re
     instead): another fingerprint (teachers, their settings, resolution, schema), another dataset, another
     class vocabulary, or other training videos (compared by id and frame count, not content). Allowed
     otherwise: the store trained on, a copy of it, or another store of the same dataset, teachers and
-    training videos (new test footage of the same camera, a rebuild). When it is not the store trained on
-    (other test videos, or another build: `created`), one note says so on stderr; the note is returned (None
+    training videos (new test footage of the same camera, a rebuild). When it is another build (`created`),
+    one note says so on stderr (test videos added to the store trained on, as `vad detect` adds them, need none); the note is returned (None
     when there is none). A checkpoint of an older vad records no videos: its training videos are checked by
     name (`train_videos`, `validation_videos`), and a store at another path gets a note that says so."""
     path = Path(path)
@@ -280,8 +280,8 @@ def check_fits_store(path: str | Path, ckpt: dict[str, Any], store: Store, *, re
             raise CheckpointError(
                 f"{path}: trained on the training videos of store {theirs_url}, but {store.url} has other training "
                 f"videos ({_video_changes(there['train'], here['train'])}): {remedy}")
-        if there == here and info.get("created") == ours["created"]:
-            return None  # the store trained on (or a copy of it: a packed one, a moved folder)
+        if info.get("created") == ours["created"]:
+            return None  # the store trained on (or a copy of it: a packed one, a moved folder), new test videos or not
         if there["test"] != here["test"]:
             which = f"its test videos differ: {_video_changes(there['test'], here['test'])}"
         else:
