@@ -191,7 +191,8 @@ class Footage:
     def _videos(self, split: str) -> list[Video]:
         if split not in self._listed:
             videos = [v for i in self._inputs if i.split == split for v in self._cut(i)]
-            _check_unique([(v.id, Path(v.source.path)) for v in videos])  # a segment id may be another input's ("cam-s01")
+            # a segment's id may be another input's ("cam-s01")
+            _check_unique([(v.id, Path(v.source.path)) for v in videos])
             self._listed[split] = videos
         return self._listed[split]
 
