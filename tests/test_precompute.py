@@ -71,9 +71,15 @@ def test_store_matches_the_documented_contract_and_the_dataset(tiny_ucsd, refere
 
 @pytest.mark.slow
 def test_dask_workers_write_the_same_arrays_as_one_process(tiny_ucsd, reference, tmp_path):
+    import os
+
     path = tmp_path / "dask.zarr"
+    environment = dict(os.environ)
     result = build(tiny_ucsd, path, scheduler="local", workers=2)
     assert result.blocks_run == 4 * 5 and result.frames_run == 80
+    # the cluster's nannies set OMP_NUM_THREADS=1 here for their workers: torch imported after it (vad detect
+    # trains in the same process) would run on one thread
+    assert dict(os.environ) == environment
     expected, actual = arrays_of(reference), arrays_of(path)
     assert expected.keys() == actual.keys()
     for key in expected:

@@ -284,11 +284,25 @@ def _client(scheduler: str, workers: int | None, gpu: bool) -> Iterator[Any]:
     # slower. Our tasks hold a block at a time, so glibc's defaults are right here (a value in the environment
     # of this process still wins).
     no_trim = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": None}
-    with dask.config.set(no_trim), LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                                 dashboard_address=":0", silence_logs=50, **kwargs) as cluster, \
-            Client(cluster) as client:
+    with _environment_kept(), dask.config.set(no_trim), \
+            LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0", silence_logs=50,
+                         **kwargs) as cluster, Client(cluster) as client:
         client.run(_one_thread_per_worker)  # n workers x 1 thread: no oversubscribed cores
         yield client
+
+
+@contextlib.contextmanager
+def _environment_kept() -> Iterator[None]:
+    """This process's environment as it was before: the local cluster's nannies set OMP_NUM_THREADS=1 (and the
+    like) in it for their workers, and torch, imported after a precompute in the same process (`vad detect`),
+    then trained on one thread."""
+    saved = dict(os.environ)
+    try:
+        yield
+    finally:
+        for key in set(os.environ) - set(saved):
+            del os.environ[key]
+        os.environ.update({k: v for k, v in saved.items() if os.environ.get(k) != v})
 
 
 def _one_thread_per_worker() -> None:
