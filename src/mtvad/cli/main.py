@@ -4,6 +4,7 @@
     vad train                                     mtvad.cli.train
     vad score|eval|report                         mtvad.cli.score
     vad precompute|synth|teachers                 mtvad.cli.precompute (the heavy half, imported when run)
+    vad detect                                    mtvad.cli.detect (both halves: mtvad.detect)
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Annotated
 
 import typer
 
+from mtvad.cli.detect import app as detect_app
 from mtvad.cli.precompute import app as precompute_app
 from mtvad.cli.score import app as score_app
 from mtvad.cli.store import app as store_app
@@ -46,3 +48,4 @@ app.add_typer(store_app, name="store")
 app.add_typer(train_app)  # train
 app.add_typer(score_app)  # score, eval, report
 app.add_typer(precompute_app)  # precompute, synth, teachers
+app.add_typer(detect_app)  # detect

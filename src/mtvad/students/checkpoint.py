@@ -253,9 +253,10 @@ def check_fits_store(path: str | Path, ckpt: dict[str, Any], store: Store, *, re
     class vocabulary, or other training videos (compared by id and frame count, not content). Allowed
     otherwise: the store trained on, a copy of it, or another store of the same dataset, teachers and
     training videos (new test footage of the same camera, a rebuild). When it is another build (`created`),
-    one note says so on stderr (test videos added to the store trained on, as `vad detect` adds them, need none); the note is returned (None
-    when there is none). A checkpoint of an older vad records no videos: its training videos are checked by
-    name (`train_videos`, `validation_videos`), and a store at another path gets a note that says so."""
+    one note says so on stderr (test videos added to the store trained on, as `vad detect` adds them, need
+    none); the note is returned (None when there is none). A checkpoint of an older vad records no videos: its
+    training videos are checked by name (`train_videos`, `validation_videos`), and a store at another path gets
+    a note that says so."""
     path = Path(path)
     info = ckpt["store"]
     ours = store.identity()
