@@ -86,6 +86,12 @@ def test_dask_workers_write_the_same_arrays_as_one_process(tiny_ucsd, reference,
         assert np.array_equal(expected[key], actual[key]), key
 
 
+def test_the_progress_bars_go_to_stderr_and_leave_stdout_alone(tiny_ucsd, tmp_path, capsys):
+    build(tiny_ucsd, tmp_path / "s.zarr", scheduler="inprocess", progress=True)
+    out, err = capsys.readouterr()
+    assert out == "" and "frames" in err  # stdout is for results (vad detect's table of events)
+
+
 def test_a_finished_store_is_a_no_op(tiny_ucsd, reference):
     before = chunk_mtimes(reference)
     result = build(tiny_ucsd, reference, scheduler="inprocess")

@@ -24,6 +24,7 @@ from typing import Any, Callable, Iterator
 import numpy as np
 
 from mtvad import __version__ as pipeline_version
+from mtvad.console import console
 from mtvad.errors import DatasetError, TeacherError
 from mtvad.precompute.blocks import TeacherSpecs, fit_video_states, needs_fit, run_block
 from mtvad.precompute.datasets.base import Dataset, Video
@@ -330,7 +331,7 @@ def _progress(plan: Plan, enabled: bool) -> Iterator[Callable[[str, int, int], N
         blocks_left[key] = blocks_left.get(key, 0) + 1
     columns = (TextColumn("{task.description:<8}"), BarColumn(), MofNCompleteColumn(), TaskProgressColumn(),
                TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
-    with Progress(*columns, disable=not enabled, transient=False) as bar:
+    with Progress(*columns, console=console, disable=not enabled, transient=False) as bar:
         videos = bar.add_task("videos", total=len(blocks_left), rate="")
         frames = bar.add_task("frames", total=plan.frames, rate="")
         t0 = time.perf_counter()
