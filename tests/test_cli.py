@@ -48,7 +48,7 @@ COMMANDS = dict(_commands(typer.main.get_command(app)))
 
 def test_the_commands_are_all_there():
     assert set(COMMANDS) == {("store", c) for c in ("info", "show", "pack", "unpack", "verify", "diff")} | {
-        (c,) for c in ("train", "score", "eval", "report", "precompute", "synth", "teachers")}
+        (c,) for c in ("train", "score", "eval", "report", "precompute", "synth", "teachers", "detect")}
 
 
 def test_version():

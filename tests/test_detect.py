@@ -14,8 +14,7 @@ import pytest
 from mtvad.detect.run import DetectError, DetectSettings, detect, smoothing_window, store_resolution
 from mtvad.errors import DatasetError
 from tests.conftest import one_line_error
-
-cv2 = pytest.importorskip("cv2")
+from tests.videos import video_info, write_h264, write_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -41,42 +40,6 @@ def footage(n: int, seed: int, burst: tuple[int, int] | None = None) -> np.ndarr
             f[4:28, x2 : x2 + 16] = 255
         frames.append(np.repeat(np.clip(f, 0, 255).astype(np.uint8)[..., None], 3, axis=2))
     return np.stack(frames)
-
-
-def write_video(path: Path, frames: np.ndarray, fps: float, fourcc: str = "MJPG") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (frames.shape[2], frames.shape[1]))
-    assert writer.isOpened()
-    for f in frames:
-        writer.write(cv2.cvtColor(f, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
-
-
-def write_h264(path: Path, frames: np.ndarray, fps: float) -> Path:
-    """An H.264 video (x264's defaults) in the container the suffix names, written with PyAV."""
-    from fractions import Fraction
-
-    av = pytest.importorskip("av")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
-        for f in frames:
-            container.mux(stream.encode(av.VideoFrame.from_ndarray(f, format="rgb24")))
-        container.mux(stream.encode())
-    return path
-
-
-def read_back(path: Path) -> tuple[int, float, tuple[int, int]]:
-    """(frames decoded, fps, (H, W)) of a video file."""
-    cap = cv2.VideoCapture(str(path))
-    fps, size = cap.get(cv2.CAP_PROP_FPS), (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(3)))
-    n = 0
-    while cap.grab():
-        n += 1
-    cap.release()
-    return n, fps, size
 
 
 def settings(**kw) -> DetectSettings:
@@ -118,7 +81,7 @@ def test_the_run_writes_events_report_and_an_annotated_video_with_the_inputs_fra
         assert e["duration_s"] >= 0.5 and (out / e["thumbnail"]).is_file()
     csv_rows = (out / "events.csv").read_text().splitlines()
     assert len(csv_rows) == 1 + len(doc["events"])
-    assert read_back(out / "videos" / "a.mp4") == (40, 12.5, SIZE)
+    assert video_info(out / "videos" / "a.mp4") == (40, 12.5, SIZE)
     page = (out / "index.html").read_text()
     assert "timelines/a.png" in page and all(e["thumbnail"] in page for e in doc["events"])
     assert r.steps["teachers"].startswith("computed") and "trained appearance" in r.steps["students"]
@@ -157,7 +120,7 @@ def test_another_new_video_computes_only_its_own_teachers_and_scores(first, inpu
     computed = {k for k in before if k.startswith(("store.zarr/train", "store.zarr/test/a", "train/", "scores.zarr/t",
                                                    "videos/a", "thumbnails/a"))}
     assert computed and {k: after[k] for k in computed} == {k: before[k] for k in computed}
-    assert read_back(out / "videos" / "b.mp4") == (30, 8.0, SIZE)
+    assert video_info(out / "videos" / "b.mp4") == (30, 8.0, SIZE)
     doc = json.loads((out / "events.json").read_text())
     assert set(doc["videos"]) == {"a", "b"} and doc["videos"]["b"]["fps"] == 8.0
     for e in (e for e in doc["events"] if e["video"] == "b"):

@@ -16,6 +16,7 @@ from mtvad.detect.events import Event, clock
 from mtvad.detect.render import (overlay, timeline_figure, write_annotated_video, write_detect_report,
                                  write_thumbnail)
 from mtvad.errors import VadError
+from tests.videos import decoded, video_info
 
 cv2 = pytest.importorskip("cv2")
 
@@ -33,20 +34,8 @@ def event(index: int, start: int, end: int, fps: float, video: str = "cam", thum
 
 def read_back(path: Path) -> tuple[list[np.ndarray], float, tuple[int, int], int]:
     """(decoded RGB frames, fps, (H, W), frames counted with grab())."""
-    cap = cv2.VideoCapture(str(path))
-    fps, size = cap.get(cv2.CAP_PROP_FPS), (int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)), int(cap.get(3)))
-    grabbed = 0
-    while cap.grab():
-        grabbed += 1
-    cap.release()
-    cap, frames = cv2.VideoCapture(str(path)), []
-    while True:
-        ok, image = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(image, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames, fps, size, grabbed
+    grabbed, fps, size = video_info(path)
+    return decoded(path), fps, size, grabbed
 
 
 def is_red(pixel) -> bool:

@@ -17,6 +17,8 @@ from mtvad.detect.scene import footage_warnings
 from mtvad.errors import DatasetError
 from mtvad.precompute.datasets.base import FrameFolder, Video
 from mtvad.precompute.datasets.footage import Footage, FrameRange, segment_bounds
+from tests.videos import decoded
+from tests.videos import write_video as write_any_video
 
 FPS = 12.5
 SIZE = (48, 64)  # H, W
@@ -41,13 +43,7 @@ def scene_frames(n: int, seed: int = 0, size=SIZE) -> np.ndarray:
 
 
 def write_video(path: Path, frames: np.ndarray, fps: float = FPS, fourcc: str = "MJPG") -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, (frames.shape[2], frames.shape[1]))
-    assert writer.isOpened(), f"OpenCV cannot write {path}"
-    for frame in frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
+    return write_any_video(path, frames, fps, fourcc)
 
 
 def write_frame_folder(folder: Path, frames: np.ndarray) -> Path:
@@ -55,19 +51,6 @@ def write_frame_folder(folder: Path, frames: np.ndarray) -> Path:
     for i, frame in enumerate(frames):
         cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     return folder
-
-
-def decoded(path: Path) -> list[np.ndarray]:
-    """Every frame of a video file decoded in order (RGB), without the project's readers."""
-    cap = cv2.VideoCapture(str(path))
-    frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-    cap.release()
-    return frames
 
 
 def ids_and_frames(videos) -> list[tuple[str, int]]:
