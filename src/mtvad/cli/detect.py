@@ -11,6 +11,8 @@ from mtvad.cli.common import ProgressFlag, parse_size
 from mtvad.cli.precompute import heavy_half, require
 from mtvad.cli.train import read_config_file
 from mtvad.console import clean_errors, console, stdout
+from mtvad.detect.events import DEFAULT_MERGE_GAP_S, DEFAULT_MIN_DURATION_S
+from mtvad.detect.run import DEFAULT_PRESET, DetectSettings
 
 app = typer.Typer()
 
@@ -27,21 +29,23 @@ def detect(
     out: Annotated[Path, typer.Option(
         "--out", help="run folder: store, students, scores, events, report; a second call with the same --out and "
                       "--normal reuses them")] = Path("runs/detect"),
-    preset: Annotated[str, typer.Option(help="teacher preset (see `vad teachers`)")] = "cpu-motion",
+    preset: Annotated[str, typer.Option(help="teacher preset (see `vad teachers`)")] = DEFAULT_PRESET,
     resolution: Annotated[str | None, typer.Option(
         help="store resolution, SIZE or HEIGHTxWIDTH (default: the normal footage's aspect, longer side 256)",
         show_default=False)] = None,
     segment: Annotated[float, typer.Option(
         help="normal footage is cut into segments of this many seconds (some are held out for validation and "
-             "calibration; 0: one video per file)")] = 10.0,
+             "calibration; 0: one video per file)")] = DetectSettings.segment_seconds,
     fps: Annotated[float | None, typer.Option(
         min=0.001, help="frame rate of frame folders (and of files whose container has none)",
         show_default=False)] = None,
     merge_gap: Annotated[float, typer.Option(
-        help="flagged runs this many seconds apart or closer are one event")] = 1.0,
-    min_duration: Annotated[float, typer.Option(help="events shorter than this many seconds are dropped")] = 0.5,
+        help="flagged runs this many seconds apart or closer are one event")] = DEFAULT_MERGE_GAP_S,
+    min_duration: Annotated[float, typer.Option(
+        help="events shorter than this many seconds are dropped")] = DEFAULT_MIN_DURATION_S,
     threshold_quantile: Annotated[float, typer.Option(
-        help="decision threshold: this quantile of the fused scores of the normal footage")] = 0.99,
+        help="decision threshold: this quantile of the fused scores of the normal footage")] = (
+        DetectSettings.threshold_quantile),
     mp4: Annotated[bool, typer.Option("--mp4/--no-mp4", help="also write RUN/videos/<id>.mp4: the video with "
                                                               "its anomaly map, a score bar and the events")] = False,
     workers: Annotated[int | None, typer.Option(min=1, help="local Dask worker processes for the teachers",
@@ -66,7 +70,6 @@ def detect(
     size = parse_size(resolution, "--resolution", minimum=32) if resolution else None
     require("detect", "cv2", "PIL", *(() if scheduler == "inprocess" else ("dask", "distributed")))
     with heavy_half("detect"):
-        from mtvad.detect.run import DetectSettings
         from mtvad.detect.run import detect as run
 
         settings = DetectSettings(preset=preset, resolution=size, segment_seconds=segment, fps=fps,

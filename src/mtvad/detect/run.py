@@ -30,15 +30,17 @@ import numpy as np
 
 from mtvad import __version__
 from mtvad.console import console, warn
-from mtvad.detect.events import DEFAULT_MERGE_GAP_S, DEFAULT_MIN_DURATION_S, Event, check_event_settings, find_events
+from mtvad.detect.events import (DEFAULT_MERGE_GAP_S, DEFAULT_MIN_DURATION_S, Event, check_event_settings, clock,
+                                 find_events)
 from mtvad.errors import VadError
+from mtvad.scoring.postprocess import DEFAULT_QUANTILE
+from mtvad.students.config import UNET_STRIDE
 
 MARKER = "detect.json"
 FORMAT = "vad-detect"
 FORMAT_VERSION = 1
 DEFAULT_PRESET = "cpu-motion"  # the CPU preset the students beat their controls with on Ped2 (README, Results)
 STORE_SIDE = 256  # the paper's store resolution, as the longer side: the footage's aspect is kept
-UNET_STRIDE = 32
 SMOOTHING_SECONDS = 1.5  # the Savitzky-Golay window of `vad eval` (15 frames at 10 fps), in seconds
 HEAT_QUANTILE = 0.999  # a branch's map divided by this quantile of its values on frames below the threshold
 
@@ -55,7 +57,7 @@ class DetectSettings:
     fps: float | None = None  # for frame folders (and files whose container has none)
     merge_gap_s: float = DEFAULT_MERGE_GAP_S
     min_duration_s: float = DEFAULT_MIN_DURATION_S
-    threshold_quantile: float = 0.99
+    threshold_quantile: float = DEFAULT_QUANTILE
     mp4: bool = False
     scheduler: str = "local"
     workers: int | None = None
@@ -302,7 +304,7 @@ def _events_and_report(store, scores_path: Path, test_videos, s: DetectSettings,
             e.thumbnail = f"thumbnails/{vid}-e{e.index:02d}.png"
             if not (unchanged and (out / e.thumbnail).exists()):
                 frame, heat = _peak_view(store, sf, vid, e, heat_scale)
-                write_thumbnail(out / e.thumbnail, frame, heat, f"{vid} event {e.index} - {_clock(e.peak_s)} - "
+                write_thumbnail(out / e.thumbnail, frame, heat, f"{vid} event {e.index} - {clock(e.peak_s)} - "
                                 f"{e.branch} {e.peak_score:.2f}")
         timeline = f"timelines/{vid}.png"
         if not (unchanged and (out / timeline).exists()):
@@ -345,12 +347,6 @@ def _remove_stale_thumbnails(folder: Path, vid: str, keep: int) -> None:
         match = pattern.fullmatch(path.name)
         if match and int(match.group(1)) > keep:
             path.unlink()
-
-
-def _clock(seconds: float) -> str:
-    from mtvad.detect.events import clock
-
-    return clock(seconds)
 
 
 def _fps(store, split: str, vid: str) -> float:
