@@ -22,14 +22,14 @@ BUILD = {"schema_version": SCHEMA_VERSION, "resolution": [8, 12], "chunk_frames"
 
 
 def documented_arrays() -> dict[str, dict[str, str]]:
-    """The array table of cache_schema.md: name -> {dtype, shape, scale}."""
+    """The array table of cache_schema.md: name -> {dtype, shape, codecs, scale}."""
     text = (ROOT / "cache_schema.md").read_text()
     section = text.split("## Arrays of a video", 1)[1].split("\n## ", 1)[0]
     rows = {}
     for line in section.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) >= 5 and cells[0].startswith("`"):
-            rows[cells[0].strip("`")] = {"dtype": cells[1], "shape": cells[2], "scale": cells[4]}
+            rows[cells[0].strip("`")] = {"dtype": cells[1], "shape": cells[2], "codecs": cells[4], "scale": cells[5]}
     return rows
 
 
@@ -39,6 +39,7 @@ def test_cache_schema_documents_exactly_the_arrays_of_the_code():
     for name, spec in ARRAYS.items():
         assert doc[name]["dtype"] == spec.dtype, name
         assert doc[name]["shape"] == "(" + ", ".join(spec.dims) + (",)" if len(spec.dims) == 1 else ")"), name
+        assert doc[name]["codecs"] == spec.compression, name
         if spec.scale is None:
             assert doc[name]["scale"] == "-", name
         else:

@@ -4,6 +4,7 @@ writes (`Store`, `VideoStore`). The contract itself is `mtvad.store.schema`."""
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -11,7 +12,7 @@ from typing import Any, Iterable, Iterator
 
 import numpy as np
 import zarr
-from zarr.codecs import Crc32cCodec, ZstdCodec
+from zarr.codecs import BloscCodec, Crc32cCodec, TransposeCodec, ZstdCodec
 
 from mtvad import __version__
 from mtvad.errors import StoreError
@@ -34,6 +35,7 @@ from mtvad.store.schema import (
     ARRAYS,
     BLOCK_ARRAYS,
     BOOKKEEPING,
+    CHANNELS,
     CHECKSUMMED,
     COMPRESSION_LEVEL,
     FLOW_VALID_FROM,
@@ -328,9 +330,12 @@ class Store:
 
     def create_video(self, split: str, video_id: str, *, n_frames: int, has_labels: bool, has_masks: bool,
                      source: str = "", source_size: tuple[int, int] | None = None,
-                     meta: dict | None = None) -> "VideoStore":
-        """Create a video's group and arrays; idempotent for the same video (a resumed run)."""
+                     meta: dict | None = None, channels: int = 3) -> "VideoStore":
+        """Create a video's group and arrays (`channels`: of its frames, 1 for grey footage); idempotent for the
+        same video (a resumed run)."""
         _check_split(split)
+        if channels not in CHANNELS:
+            raise ValueError(f"frames have {CHANNELS} channels, not {channels}")
         path = f"{split}/{video_id}"
         recorded = self.recorded_videos()
         if recorded is not None and video_id not in recorded[split]:
@@ -353,6 +358,7 @@ class Store:
                 "source": source,
                 "source_size": list(source_size) if source_size else None,
                 "meta": meta or {},
+                "channels": channels,
                 "arrays": sorted(name for name, spec in ARRAYS.items() if split in spec.splits
                                  and (name != "label" or has_labels) and (name != "mask" or has_masks)),
             })
@@ -364,14 +370,16 @@ class Store:
             attributes = {"meaning": spec.meaning, "scale": spec.scale, "units": spec.units}
             if spec.name == "checksums":
                 attributes["columns"] = list(CHECKSUMMED)
-            compressors = [ZstdCodec(level=COMPRESSION_LEVEL)]
+            filters, compressors = _codecs(spec.compression, len(spec.dims), spec.dtype)
             if spec.name in BOOKKEEPING:
                 compressors.append(Crc32cCodec())  # a damaged flag or checksum chunk is found as itself
+            channels_now = int(group.attrs.get("channels", 3))
             group.create_array(
                 spec.name,
-                shape=spec.shape(n_frames, self.resolution, self.chunk_frames),
-                chunks=spec.chunks(n_frames, self.resolution, self.chunk_frames),
+                shape=spec.shape(n_frames, self.resolution, self.chunk_frames, channels_now),
+                chunks=spec.chunks(n_frames, self.resolution, self.chunk_frames, channels_now),
                 dtype=spec.dtype,
+                filters=filters,
                 compressors=compressors,
                 fill_value=0,
                 attributes=attributes,
@@ -451,6 +459,27 @@ class Store:
         )
 
 
+# zarr-python warns on every numcodecs codec (here `numcodecs.delta`) that other Zarr implementations
+# may lack one; zarr-python reads it, and the contract names it (cache_schema.md).
+warnings.filterwarnings("ignore", message="Numcodecs codecs are not in the Zarr version 3 specification")
+
+
+def _codecs(compression: str, ndim: int, dtype: str) -> tuple[list, list]:
+    """(filters, compressors) of one of the contract's COMPRESSIONS, for an array of `ndim` dimensions."""
+    if compression == "time-delta":
+        from zarr.codecs.numcodecs import Delta
+
+        order = tuple(range(1, ndim)) + (0,)  # time last: each pixel's values over the chunk's frames in a row
+        return [TransposeCodec(order=order), Delta(dtype=dtype)], [ZstdCodec(level=COMPRESSION_LEVEL)]
+    if compression == "row-delta":
+        from zarr.codecs.numcodecs import Delta
+
+        return [Delta(dtype=dtype)], [ZstdCodec(level=COMPRESSION_LEVEL)]
+    if compression == "bitshuffle":
+        return [], [BloscCodec(cname="zstd", clevel=COMPRESSION_LEVEL, shuffle="bitshuffle")]
+    return [], [ZstdCodec(level=COMPRESSION_LEVEL)]
+
+
 @dataclass(frozen=True)
 class Gap:
     """Something that should be in a store and is not: a video group, an array, or an array's chunk of a block
@@ -479,6 +508,7 @@ class VideoStore:
 
     def __init__(self, store: Store, split: str, video_id: str, group: zarr.Group):
         self.store, self.split, self.id, self.group = store, split, video_id, group
+        self._arrays: dict[str, zarr.Array] = {}  # opened once: each opening reads the array's metadata
 
     @property
     def key(self) -> str:
@@ -497,6 +527,15 @@ class VideoStore:
         return dict(self.group.attrs.get("meta", {}))
 
     @property
+    def channels(self) -> int:
+        """Channels of the stored frames: 1 for grey footage, 3 for RGB."""
+        return int(self.group.attrs.get("channels", 3))
+
+    def expected_shape(self, name: str) -> tuple[int, ...]:
+        """The shape the contract gives this video's array `name`."""
+        return ARRAYS[name].shape(self.n_frames, self.store.resolution, self.store.chunk_frames, self.channels)
+
+    @property
     def has_labels(self) -> bool:
         return "label" in self.group
 
@@ -505,10 +544,12 @@ class VideoStore:
         return "mask" in self.group
 
     def array(self, name: str) -> zarr.Array:
-        try:
-            return self.group[name]
-        except KeyError:
-            raise StoreError(f"{self.store.url}: video {self.key} has no array '{name}'") from None
+        if name not in self._arrays:
+            try:
+                self._arrays[name] = self.group[name]
+            except KeyError:
+                raise StoreError(f"{self.store.url}: video {self.key} has no array '{name}'") from None
+        return self._arrays[name]
 
     def _read(self, name: str, frames: slice | int | None) -> np.ndarray:
         arr = self.array(name)
@@ -523,8 +564,9 @@ class VideoStore:
             raise
 
     def frames(self, frames: slice | int | None = None) -> np.ndarray:
-        """uint8 RGB (n, H, W, 3)."""
-        return self._read("frames", frames)
+        """uint8 RGB (n, H, W, 3); grey frames (stored with one channel) have three equal channels."""
+        stored = self._read("frames", frames)
+        return np.repeat(stored, 3, axis=-1) if stored.shape[-1] == 1 else stored
 
     def seg(self, frames: slice | int | None = None) -> np.ndarray:
         """uint8 class ids (n, H, W); names in Store.classes."""
@@ -626,11 +668,9 @@ class VideoStore:
     def write_labels(self, labels: np.ndarray) -> None:
         """Write the frame labels and record their crc32 in the array's attribute `crc32` (first: a kill between
         the two leaves stored labels that differ from the dataset's, which the next run rewrites)."""
-        arr = self.array("label")
         encoded = ARRAYS["label"].encode(labels)
-        arr.attrs["crc32"] = digest(encoded)
-        with zarr.config.set({"array.write_empty_chunks": True}):  # all-normal labels are a chunk too
-            arr[:] = encoded
+        self.array("label").attrs["crc32"] = digest(encoded)
+        self._writable("label")[:] = encoded  # all-normal labels are a chunk too
 
     def write_block(self, block: int, values: dict[str, np.ndarray]) -> None:
         """Write whole chunks of one block of frames, then mark the block done (last, so a kill never
@@ -645,6 +685,9 @@ class VideoStore:
                 raise ValueError(f"{name!r} is not a per-block array ({BLOCK_ARRAYS})")
             if data.shape[0] != stop - start:
                 raise ValueError(f"{self.key} block {block}: {name} has {data.shape[0]} frames, expected {stop - start}")
+            if data.shape[1:] != self.expected_shape(name)[1:]:
+                raise ValueError(f"{self.key} block {block}: {name} frames are {data.shape[1:]}, the contract says "
+                                 f"{self.expected_shape(name)[1:]}")
             encoded[name] = ARRAYS[name].encode(data)
         if "flow_ang" in encoded and "flow_mag" in encoded:
             still = ARRAYS["flow_mag"].decode(encoded["flow_mag"]) < ANGLE_MIN_MAGNITUDE
@@ -654,15 +697,20 @@ class VideoStore:
         for i, name in enumerate(CHECKSUMMED):
             if name in encoded:
                 row[i] = digest(encoded[name])
-        # every chunk is written, even one equal to the fill value: zarr's check for those costs 4x the write
-        with zarr.config.set({"array.write_empty_chunks": True}):
-            for name, data in encoded.items():
-                self.array(name)[start:stop] = data
-            self.array("checksums")[block] = row  # after the data, before the block is marked done
-        self.array("blocks_done")[block] = 1
+        for name, data in encoded.items():
+            self._writable(name)[start:stop] = data
+        self._writable("checksums")[block] = row  # after the data, before the block is marked done
+        self._writable("blocks_done")[block] = 1
+
+    def _writable(self, name: str) -> zarr.Array:
+        """An array that writes every chunk, even one equal to the fill value (an absent chunk means lost data; and
+        zarr's check for those costs 4x the write)."""
+        key = f"{name}:write"
+        if key not in self._arrays:
+            self._arrays[key] = self.array(name).with_config({"write_empty_chunks": True})
+        return self._arrays[key]
 
     def validate(self) -> None:
-        res, cf = self.store.resolution, self.store.chunk_frames
         expected = self.expected_arrays()
         for spec in ARRAYS.values():
             if self.split not in spec.splits:
@@ -674,7 +722,7 @@ class VideoStore:
             arr = self.group[spec.name]
             if not isinstance(arr, zarr.Array):
                 raise StoreError(f"{self.store.url}: {self.key}/{spec.name} is a group, expected an array")
-            shape = spec.shape(self.n_frames, res, cf)
+            shape = self.expected_shape(spec.name)
             if str(arr.dtype) != spec.dtype or tuple(arr.shape) != shape:
                 raise StoreError(
                     f"{self.store.url}: {self.key}/{spec.name} is {arr.dtype}{tuple(arr.shape)}, "

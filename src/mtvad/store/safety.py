@@ -12,7 +12,8 @@ from mtvad.errors import StoreError
 # (object/string dtypes and codecs such as numcodecs.pickle could run code or allocate unboundedly on decode).
 ALLOWED_DATA_TYPES = frozenset({"bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
                                 "float16", "float32", "float64"})
-ALLOWED_CODECS = frozenset({"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose", "sharding_indexed"})
+ALLOWED_CODECS = frozenset({"bytes", "zstd", "blosc", "gzip", "crc32c", "transpose", "sharding_indexed",
+                            "numcodecs.delta"})
 
 
 def codec_names(codecs: Any) -> Iterator[str]:

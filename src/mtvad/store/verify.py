@@ -86,7 +86,7 @@ def _read_blocks(arr, n_frames: int, chunk_frames: int, blocks: list[int], probl
 
 def _arrays(store: Store, video, problems: list[Problem]) -> set[str]:
     """The video's arrays that match the contract; the others (and the deleted ones) become problems."""
-    key, res, cf = video.key, store.resolution, store.chunk_frames
+    key = video.key
     ok = set()
     for name in video.expected_arrays():
         if name not in video.group:
@@ -95,7 +95,7 @@ def _arrays(store: Store, video, problems: list[Problem]) -> set[str]:
         if name not in video.group:
             continue
         arr = video.group[name]
-        shape = spec.shape(video.n_frames, res, cf)
+        shape = video.expected_shape(name)
         if not isinstance(arr, zarr.Array) or str(arr.dtype) != spec.dtype or tuple(arr.shape) != shape:
             what = "a group" if not isinstance(arr, zarr.Array) else f"{arr.dtype}{tuple(arr.shape)}"
             problems.append(Problem(key, name, None, "inconsistent", f"is {what}, the contract says "

@@ -89,7 +89,6 @@ def check_store(store: Store, spec: BranchSpec, video_ids: Sequence[str], split:
     """Every video has the arrays this branch needs (right dtype and shape) and all its blocks computed."""
     if not video_ids:
         raise StoreError(f"{store.url}: no {split} videos to train on")
-    res, cf = store.resolution, store.chunk_frames
     for vid in video_ids:
         video = store.video(split, vid)
         for name in spec.arrays:
@@ -97,7 +96,7 @@ def check_store(store: Store, spec: BranchSpec, video_ids: Sequence[str], split:
                 raise StoreError(f"{store.url}: video {video.key} lacks array '{name}', needed by the "
                                  f"{spec.branch} branch for {spec.why.get(name, name)}")
             arr, want = video.group[name], ARRAYS[name]
-            shape = want.shape(video.n_frames, res, cf)
+            shape = video.expected_shape(name)
             if str(arr.dtype) != want.dtype or tuple(arr.shape) != shape:
                 raise StoreError(f"{store.url}: {video.key}/{name} is {arr.dtype}{tuple(arr.shape)}, the contract "
                                  f"says {want.dtype}{shape}")
@@ -399,8 +398,11 @@ def resize(x: torch.Tensor, size: Sequence[int] | None, mode: str = "bilinear") 
 
 
 def normalise_frames(frames: torch.Tensor, size: Sequence[int] | None = None) -> torch.Tensor:
-    """uint8 (B, k, H, W, 3) RGB -> float (B, 3k, h, w), resized, ImageNet mean/std normalised."""
+    """uint8 (B, k, H, W, 3) RGB, or (B, k, H, W, 1) grey -> float (B, 3k, h, w), resized, ImageNet mean/std
+    normalised; a grey frame is an RGB frame of three equal channels."""
     b, k, h, w, c = frames.shape
+    if c == 1:
+        frames, c = frames.expand(b, k, h, w, 3), 3
     x = resize(frames.permute(0, 1, 4, 2, 3).reshape(b, k * c, h, w).float(), size)  # resizing is linear
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).repeat(k).view(1, k * c, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).repeat(k).view(1, k * c, 1, 1)
