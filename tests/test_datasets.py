@@ -494,3 +494,23 @@ def test_precompute_of_a_truncated_video_is_one_error_line_and_writes_no_store(t
     assert len(lines) == 1 and lines[0].startswith("error:") and "cam.avi" in lines[0], result.stderr
     assert "header says 20 frames" in lines[0] and "Traceback" not in result.stderr
     assert not (tmp_path / "s.zarr").exists() and (tmp_path / "data" / "train" / "cam.avi").read_bytes() == before
+
+
+def test_a_sample_of_a_video_file_is_read_in_one_pass_grabbing_or_seeking(tmp_path, monkeypatch):
+    from tests.videos import decoded, write_video
+
+    from mtvad.precompute.datasets import base
+
+    rng = np.random.default_rng(0)
+    path = write_video(tmp_path / "v.avi", rng.integers(0, 255, (30, 16, 24, 3), dtype=np.uint8), fps=10)
+    frames = decoded(path)
+    video = base.VideoFile.open(path)
+    indices = [0, 2, 3, 11, 29]
+    for max_grab in (base.MAX_GRAB_FORWARD, 3):  # grab forward over every gap; seek over gaps longer than 3
+        monkeypatch.setattr(base, "MAX_GRAB_FORWARD", max_grab)
+        assert np.array_equal(video.read_frames(indices), np.stack([frames[i] for i in indices]))
+    with video.reader(5) as reader:
+        assert np.array_equal(reader.read(3), np.stack(frames[5:8]))
+        assert np.array_equal(reader.read(2), np.stack(frames[8:10]))
+    with pytest.raises(ValueError, match="must increase"):
+        video.read_frames([3, 3])

@@ -69,6 +69,37 @@ def test_store_matches_the_documented_contract_and_the_dataset(tiny_ucsd, refere
     assert "label" not in store.video("train", "01").group
 
 
+def test_grey_footage_is_stored_with_one_channel_and_read_as_rgb(tiny_ucsd, reference):
+    from mtvad.precompute.blocks import resize_frames
+
+    (source,) = [v for v in open_dataset("ped2", tiny_ucsd).videos("test") if v.id == "01"]
+    video = open_store(reference).video("test", "01")
+    assert video.channels == 1 and video.group["frames"].shape == (20, 32, 40, 1)
+    assert np.array_equal(video.frames(), resize_frames(source.read(0, 20), (32, 40)))  # three equal channels
+
+
+def test_colour_footage_keeps_three_channels_and_a_colour_frame_in_grey_footage_is_named(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    colour, grey = tmp_path / "data" / "colour", tmp_path / "data" / "grey"
+    for k in range(12):
+        for folder, mode in ((colour, "RGB"), (grey, "L")):
+            folder.mkdir(parents=True, exist_ok=True)
+            shape = (24, 32, 3) if mode == "RGB" else (24, 32)
+            Image.fromarray(rng.integers(0, 255, shape, dtype=np.uint8), mode).save(folder / f"{k:03d}.png")
+    options = dict(scheduler="inprocess", resolution=(24, 32), chunk_frames=4, progress=False)
+    store = tmp_path / "s.zarr"
+    precompute(open_dataset("folder", tmp_path / "data", split="train"), str(store), resolve_preset("cpu"), **options)
+    assert open_store(store).video("train", "colour").channels == 3
+    assert open_store(store).video("train", "grey").channels == 1
+    # a colour frame between the frames that tell grey from colour (every second of 12)
+    Image.fromarray(rng.integers(0, 255, (24, 32, 3), dtype=np.uint8), "RGB").save(grey / "005.png")
+    with pytest.raises(DatasetError, match=f"{grey}: frame 5 is in colour"):
+        precompute(open_dataset("folder", tmp_path / "data", split="train"), str(tmp_path / "t.zarr"),
+                   resolve_preset("cpu"), **options)
+
+
 @pytest.mark.slow
 def test_dask_workers_write_the_same_arrays_as_one_process(tiny_ucsd, reference, tmp_path):
     import os
@@ -237,3 +268,45 @@ def test_cli_builds_and_vad_store_info_shows_it(tmp_path):
     wrong = run_vad("store", "show", str(store), "--frames", "6", "--out", str(tmp_path / "x.png"))
     assert wrong.returncode == 1 and "test/01 has frames 0..5, not [6]" in wrong.stderr
     assert not (tmp_path / "x.png").exists()
+
+
+def test_a_run_of_blocks_read_in_order_gives_the_arrays_of_block_by_block_reads(tmp_path, monkeypatch):
+    """One task decodes a run of blocks once (one seek); the same store built with one block per task (a seek per
+    block, from the keyframe before it) holds the same arrays."""
+    from tests.conftest import moving_scene
+    from tests.videos import write_h264
+
+    from mtvad.precompute import jobs
+
+    grey, _ = moving_scene(40, size=(48, 64))
+    write_h264(tmp_path / "data" / "cam.mp4", np.repeat(grey[..., None], 3, axis=-1), fps=10)
+    runs = []
+    real_run_blocks = jobs.run_blocks
+    monkeypatch.setattr(jobs, "run_blocks", lambda *a, **k: runs.append(list(a[2])) or real_run_blocks(*a, **k))
+
+    def build_folder(path: Path):
+        runs.clear()
+        precompute(open_dataset("folder", tmp_path / "data", split="train"), str(path), resolve_preset("cpu"),
+                   scheduler="inprocess", resolution=(32, 48), chunk_frames=4, progress=False)
+        return list(runs)
+
+    assert build_folder(tmp_path / "runs.zarr") == [list(range(10))]
+    monkeypatch.setattr(jobs, "RUN_FRAMES", 4)  # one block per task
+    assert build_folder(tmp_path / "blocks.zarr") == [[b] for b in range(10)]
+    expected, actual = arrays_of(tmp_path / "blocks.zarr"), arrays_of(tmp_path / "runs.zarr")
+    assert expected.keys() == actual.keys()
+    for key in expected:
+        assert np.array_equal(expected[key], actual[key]), key
+
+
+def test_runs_are_consecutive_blocks_of_one_video_split_until_every_worker_has_one():
+    from mtvad.precompute.datasets.base import Video
+    from mtvad.precompute.jobs import plan_runs
+
+    a, b = (Video(vid, "train", source=None) for vid in ("a", "b"))
+    tasks = [(a, k, 4) for k in range(10)] + [(b, k, 4) for k in (2, 3, 7)]
+    runs = [(video.id, blocks) for video, blocks in plan_runs(tasks, workers=1, max_blocks=lambda video: 4)]
+    assert runs == [("a", [0, 1, 2, 3]), ("a", [4, 5, 6, 7]), ("a", [8, 9]), ("b", [2, 3]), ("b", [7])]
+    runs = [(video.id, blocks) for video, blocks in plan_runs(tasks[:10], workers=4, max_blocks=lambda video: 64)]
+    assert sorted(runs) == [("a", [0, 1, 2]), ("a", [3, 4]), ("a", [5, 6, 7]), ("a", [8, 9])]
+    assert len(plan_runs(tasks[:1], workers=4, max_blocks=lambda video: 64)) == 1  # a block is not split

@@ -6,11 +6,14 @@
    the fingerprint, and the root attribute `dataset_fit` says what it was fitted on.
 3. Create or reopen the store (a store built by other teachers or another fit is refused unless
    `overwrite`), record its videos, create every video's arrays up front, write frame labels.
-4. Submit one task per video x block that is not yet marked done (`blocks_done`), or is marked done but lost
-   a chunk of its data (a deleted chunk file or array: the block is unmarked first), after one task per
-   video that fits per-video teacher state (a background model), if a teacher needs one.
-5. Each task writes only whole chunks of its own block and marks the block done last, so a run killed at
-   any moment resumes to the same arrays, and a finished store is a no-op.
+4. List the blocks not yet marked done (`blocks_done`), or marked done but lost a chunk of their data (a deleted
+   chunk file or array: the block is unmarked first). Submit one task per run of consecutive such blocks of a
+   video (`plan_runs`: up to RUN_FRAMES frames of a video file, RUN_FRAMES_IMAGES of a frame folder, split further
+   while there are fewer runs than workers), after
+   one task per video that fits per-video teacher state (a background model), if a teacher needs one. A task
+   decodes its run once, in order: a video file is opened and seeks once per run, not once per block.
+5. A task writes only whole chunks of its own blocks and marks each block done after writing it, so a run
+   killed at any moment resumes to the same arrays, and a finished store is a no-op.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import numpy as np
 from mtvad import __version__ as pipeline_version
 from mtvad.console import console
 from mtvad.errors import DatasetError, TeacherError
-from mtvad.precompute.blocks import TeacherSpecs, fit_video_states, needs_fit, run_block
+from mtvad.precompute.blocks import TeacherSpecs, fit_video_states, needs_fit, run_blocks
 from mtvad.precompute.datasets.base import Dataset, Video
 from mtvad.precompute.teachers import build_teacher
 from mtvad.store.access import check_target, create_store
@@ -34,6 +37,11 @@ from mtvad.store.schema import DEFAULT_CHUNK_FRAMES, DEFAULT_RESOLUTION, SCHEMA_
 
 SCHEDULER_LOCAL = "local"  # a Dask LocalCluster of worker processes on this machine
 SCHEDULER_INPROCESS = "inprocess"  # no Dask: run the tasks one by one in this process (debugging)
+# Frames one task computes at most. In a video file a task's first frame costs a seek, which decodes from the
+# keyframe before it (up to 250 frames with x264's defaults): long runs make that small. Any frame of a frame folder
+# is cheap to reach: short runs keep every worker busy to the end.
+RUN_FRAMES = 1024
+RUN_FRAMES_IMAGES = 64
 
 
 @dataclass
@@ -46,6 +54,38 @@ class Plan:
     @property
     def frames(self) -> int:
         return sum(n for _, _, n in self.tasks)
+
+    def runs(self, workers: int, chunk_frames: int) -> list[tuple[Video, list[int]]]:
+        def max_blocks(video: Video) -> int:
+            return max(1, (RUN_FRAMES if video.decodes_in_order else RUN_FRAMES_IMAGES) // chunk_frames)
+
+        return plan_runs(self.tasks, workers, max_blocks)
+
+
+def plan_runs(tasks: list[tuple[Video, int, int]], workers: int,
+              max_blocks: Callable[[Video], int]) -> list[tuple[Video, list[int]]]:
+    """The blocks to compute as (video, consecutive blocks) runs of at most `max_blocks(video)` blocks, even in
+    length; while there are fewer runs than workers, the longest is halved. Longest first: the last to finish is
+    short."""
+    runs: list[tuple[Video, list[int]]] = []
+    for video, block, _n in tasks:
+        if runs and runs[-1][0] is video and runs[-1][1][-1] == block - 1:
+            runs[-1][1].append(block)
+        else:
+            runs.append((video, [block]))
+    even = []
+    for video, blocks in runs:
+        parts = -(-len(blocks) // max_blocks(video))
+        size = -(-len(blocks) // parts)
+        even += [(video, blocks[i:i + size]) for i in range(0, len(blocks), size)]
+    while len(even) < workers:
+        longest = max(range(len(even)), key=lambda i: len(even[i][1]), default=None)
+        if longest is None or len(even[longest][1]) < 2:
+            break
+        video, blocks = even.pop(longest)
+        half = -(-len(blocks) // 2)
+        even += [(video, blocks[:half]), (video, blocks[half:])]
+    return sorted(even, key=lambda run: -len(run[1]))
 
 
 @dataclass
@@ -81,6 +121,7 @@ def plan_store(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolut
     if not videos:
         raise DatasetError(f"{dataset.root}: no videos found for dataset {dataset.name!r}")
     sizes = {v.split + "/" + v.id: v.validate() for v in videos}  # fails before anything is written
+    channels = {v.split + "/" + v.id: v.channels for v in videos}
     check_target(store_url, overwrite=overwrite, storage_options=storage_options)  # before a dataset-level fit
     specs, fits = fit_dataset_teachers(dataset.name, videos, specs, store_url, tuple(resolution),
                                        overwrite=overwrite, storage_options=storage_options)
@@ -98,7 +139,7 @@ def plan_store(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolut
         target = store.create_video(video.split, video.id, n_frames=video.n_frames,
                                     has_labels=video.labels is not None, has_masks=video.masks is not None,
                                     source=str(video.source.path), source_size=sizes[video.split + "/" + video.id],
-                                    meta=video.meta)
+                                    meta=video.meta, channels=channels[video.split + "/" + video.id])
         if video.labels is not None and not _labels_stored(target, video.labels):
             target.write_labels(video.labels)  # new video, or ground truth corrected or lost since the build
         # blocks marked done whose data went missing (a deleted chunk or array) are computed again
@@ -218,41 +259,46 @@ def precompute(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolut
 
 def _run_inprocess(plan: Plan, store_url: str, specs: TeacherSpecs, storage_options, advance, **_) -> None:
     states: dict[str, Any] = {}
-    for video, block, _n in plan.tasks:
+    resolution, chunk_frames = _layout_of(store_url, storage_options)
+    for video, blocks in plan.runs(1, chunk_frames):
         key = f"{video.split}/{video.id}"
         if key not in states:
-            states[key] = fit_video_states(video, specs, _resolution_of(store_url, storage_options))
-        advance(*run_block(store_url, video, block, specs, states[key], storage_options))
+            states[key] = fit_video_states(video, specs, resolution)
+        for done in run_blocks(store_url, video, blocks, specs, states[key], storage_options):
+            advance(*done)
 
 
-def _resolution_of(store_url: str, storage_options) -> tuple[int, int]:
+def _layout_of(store_url: str, storage_options) -> tuple[tuple[int, int], int]:
+    """(resolution, frames per chunk) of a store."""
     from mtvad.store.access import open_store
 
-    return open_store(store_url, storage_options=storage_options, validate=False).resolution
+    store = open_store(store_url, storage_options=storage_options, validate=False)
+    return store.resolution, store.chunk_frames
 
 
 def _run_dask(plan: Plan, store_url: str, specs: TeacherSpecs, storage_options, advance, *, scheduler: str,
               workers: int | None) -> None:
     from distributed import as_completed
 
-    resolution = _resolution_of(store_url, storage_options)
+    resolution, chunk_frames = _layout_of(store_url, storage_options)
     gpu = any(build_teacher(name, params).needs_gpu for name, params in specs.values())
     with _client(scheduler, workers, gpu) as client:
         resources = {"GPU": 1} if gpu and _cluster_has_gpu(client) else None
         fit = needs_fit(specs)
         states: dict[str, Any] = {}
         futures = []
-        for video, block, _n in plan.tasks:
+        for video, blocks in plan.runs(max(1, sum(client.nthreads().values())), chunk_frames):
             key = f"{video.split}/{video.id}"
             if fit and key not in states:
                 states[key] = client.submit(fit_video_states, video, specs, resolution, pure=False,
                                             key=f"fit-{key}-{time.time_ns()}", resources=resources)
-            futures.append(client.submit(run_block, store_url, video, block, specs, states.get(key, {}),
-                                         storage_options, pure=False, key=f"block-{key}-{block}-{time.time_ns()}",
-                                         resources=resources))
+            futures.append(client.submit(run_blocks, store_url, video, blocks, specs, states.get(key, {}),
+                                         storage_options, pure=False,
+                                         key=f"blocks-{key}-{blocks[0]}-{time.time_ns()}", resources=resources))
         try:
             for future in as_completed(futures):
-                advance(*future.result())  # re-raises a task's error (e.g. a truncated frame) here
+                for done in future.result():  # re-raises a task's error (e.g. a truncated frame) here
+                    advance(*done)
         except BaseException:
             client.cancel(futures + [s for s in states.values() if hasattr(s, "cancel")])
             raise
@@ -310,6 +356,9 @@ def _one_thread_per_worker() -> None:
     import cv2
 
     cv2.setNumThreads(1)  # torch reads OMP_NUM_THREADS=1, which Dask sets in its workers
+    from numcodecs import blosc
+
+    blosc.set_nthreads(1)  # blosc (the store's bit-shuffled arrays) starts a thread per core otherwise
 
 
 @contextlib.contextmanager

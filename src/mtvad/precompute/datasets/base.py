@@ -120,6 +120,28 @@ class FrameFolder:
         _check_range(self.path, start, stop, self.n_frames)
         return np.stack([read_image(f) for f in self.files[start:stop]])
 
+    @property
+    def channels(self) -> int:
+        """1 when the footage is grey: GREY_SAMPLE evenly spaced frames are greyscale images, or colour images
+        with three equal channels (grey JPEGs saved as RGB); else 3."""
+        step = max(1, -(-len(self.files) // GREY_SAMPLE))
+        for f in self.files[::step]:
+            try:
+                frame = read_image(f)
+            except DatasetError:
+                continue  # the block that reads it names it
+            if np.any(frame[..., 1:] != frame[..., :1]):
+                return 3
+        return 1
+
+
+GREY_SAMPLE = 8  # frames of a frame folder looked at to tell grey footage from colour
+
+
+def source_channels(source: "FrameSource") -> int:
+    """Channels of a source's footage: 1 for greyscale images, 3 otherwise (decoded video files are RGB)."""
+    return int(getattr(source, "channels", 3))
+
 
 def read_image(path: str | Path, mode: str = "RGB") -> np.ndarray:
     """One image file as a uint8 array (RGB: (H, W, 3); L: (H, W)); DatasetError naming the file if broken."""
@@ -165,24 +187,111 @@ class VideoFile:
         return (h, w)
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        import cv2
+        _check_range(self.path, start, stop, self.n_frames)
+        with self.reader(start) as frames:
+            return frames.read(stop - start)
 
+    @contextmanager
+    def reader(self, start: int = 0) -> Iterator["CaptureReader"]:
+        """Frames from `start` on, decoded in order: the file is opened once and seeks once."""
         n = self.n_frames
-        _check_range(self.path, start, stop, n)
+        _check_range(self.path, start, start + 1, n)
         with decoder_messages() as messages:
             cap = _open_capture(self.path, messages)
-            try:
-                if start:
-                    cap.set(cv2.CAP_PROP_POS_FRAMES, start)
-                out = []
-                for i in range(start, stop):
-                    ok, bgr = cap.read()
-                    if not ok:
-                        raise DatasetError(f"{self.path}: cannot decode frame {i} of {n} (truncated file?)")
-                    out.append(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-            finally:
-                cap.release()
+        try:
+            frames = CaptureReader(self.path, cap, n)
+            frames.seek(start)
+            yield frames
+        finally:
+            cap.release()
+
+    def read_frames(self, indices: Sequence[int]) -> np.ndarray:
+        """Frames at increasing indices in one pass: the decoder grabs forward over gaps of up to
+        MAX_GRAB_FORWARD frames and seeks over longer ones."""
+        indices = [int(i) for i in indices]
+        if any(b <= a for a, b in zip(indices, indices[1:])):
+            raise ValueError(f"{self.path}: frame indices must increase, got {indices}")
+        out = []
+        with self.reader(indices[0]) as frames:
+            for i in indices:
+                if i - frames.position > MAX_GRAB_FORWARD:
+                    frames.seek(i)
+                frames.skip(i - frames.position)
+                out.append(frames.read(1)[0])
         return np.stack(out)
+
+
+# A seek decodes from the keyframe before its target, so grabbing forward (decoding without converting) costs no
+# more than a seek over gaps up to a keyframe interval; x264's default interval is 250 frames.
+MAX_GRAB_FORWARD = 250
+
+
+class CaptureReader:
+    """An open video file read forward: `read(n)` converts the next n frames to RGB, `skip(n)` only decodes them."""
+
+    def __init__(self, path: str, cap, n_frames: int):
+        self.path, self._cap, self.n_frames, self.position = path, cap, n_frames, 0
+
+    def seek(self, index: int) -> None:
+        import cv2
+
+        if index != self.position:
+            self._cap.set(cv2.CAP_PROP_POS_FRAMES, index)
+            self.position = index
+
+    def skip(self, n: int) -> None:
+        with decoder_messages():  # decoder complaints stay off the terminal, as in read()
+            for _ in range(n):
+                self._next(grab_only=True)
+
+    def read(self, n: int) -> np.ndarray:
+        with decoder_messages():
+            return np.stack([self._next() for _ in range(n)])
+
+    def _next(self, grab_only: bool = False) -> np.ndarray | None:
+        import cv2
+
+        i = self.position
+        if i >= self.n_frames:
+            raise IndexError(f"{self.path}: frame {i} outside [0, {self.n_frames})")
+        ok, bgr = self._cap.grab(), None
+        if ok and not grab_only:
+            ok, bgr = self._cap.retrieve()
+        if not ok:
+            raise DatasetError(f"{self.path}: cannot decode frame {i} of {self.n_frames} (truncated file?)")
+        self.position += 1
+        return None if grab_only else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+class RangeReader:
+    """Frames from `start` on of a source whose frames are cheap to reach in any order (image files): `read(n)`
+    reads the next n by range."""
+
+    def __init__(self, source: "FrameSource", start: int):
+        self.source, self.position = source, start
+
+    def read(self, n: int) -> np.ndarray:
+        out = self.source.read(self.position, self.position + n)
+        self.position += n
+        return out
+
+
+@contextmanager
+def frame_reader(source: "FrameSource", start: int = 0) -> Iterator["CaptureReader | RangeReader"]:
+    """A reader of consecutive frames from `start` on: the source's own (`reader`) when it has one (a stream that
+    is decoded in order), else reads by range."""
+    if hasattr(source, "reader"):
+        with source.reader(start) as frames:
+            yield frames
+    else:
+        yield RangeReader(source, start)
+
+
+def read_frames(source: "FrameSource", indices: Sequence[int]) -> np.ndarray:
+    """Frames at increasing indices (a sample of a video), in one pass where the source has one."""
+    if hasattr(source, "read_frames"):
+        return source.read_frames(indices)
+    return np.stack([source.read(int(i), int(i) + 1)[0] for i in indices])
 
 
 _STDERR = threading.Lock()
@@ -377,6 +486,22 @@ class Video:
 
     def read(self, start: int, stop: int) -> np.ndarray:
         return self.source.read(start, stop)
+
+    @property
+    def channels(self) -> int:
+        return source_channels(self.source)
+
+    @property
+    def decodes_in_order(self) -> bool:
+        """True for a stream decoded in order (a video file), where reaching a frame costs a seek."""
+        return hasattr(self.source, "reader")
+
+    def reader(self, start: int = 0):
+        """Consecutive frames from `start` on (`frame_reader`): a context manager of an object with `read(n)`."""
+        return frame_reader(self.source, start)
+
+    def read_frames(self, indices: Sequence[int]) -> np.ndarray:
+        return read_frames(self.source, indices)
 
     def read_masks(self, start: int, stop: int) -> np.ndarray | None:
         return None if self.masks is None else self.masks.read(start, stop)

@@ -36,6 +36,9 @@ from .base import (
     _open_capture,
     count_video_frames,
     decoder_messages,
+    frame_reader,
+    read_frames,
+    source_channels,
     sorted_images,
     video_sources,
     visible_entries,
@@ -67,6 +70,17 @@ class FrameRange:
     def read(self, start: int, stop: int) -> np.ndarray:
         _check_range(self.path, start, stop, self.n_frames)
         return self.source.read(self.start + start, self.start + stop)
+
+    @property
+    def channels(self) -> int:
+        return source_channels(self.source)
+
+    def reader(self, start: int = 0):
+        _check_range(self.path, start, start + 1, self.n_frames)
+        return frame_reader(self.source, self.start + start)
+
+    def read_frames(self, indices) -> np.ndarray:
+        return read_frames(self.source, [self.start + int(i) for i in indices])
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,7 @@ class MotionShapeSegmentation(Teacher):
         """The fitted state (JSON) from the training videos: read, at the store resolution, each video's
         background sample and `fit_pairs` frame pairs; see the module docstring for what is fitted."""
         from mtvad.precompute.blocks import resize_frames
+        from mtvad.precompute.datasets.base import read_frames
 
         p = self.params
         if not videos:
@@ -122,11 +123,15 @@ class MotionShapeSegmentation(Teacher):
         per_video = []
         for video in chosen:
             idx = fit_indices(video.n_frames, p.fit_frames)
-            state = self.fit_video(resize_frames(np.stack([video.read(int(i), int(i) + 1)[0] for i in idx]),
-                                                 resolution))
+            state = self.fit_video(resize_frames(read_frames(video, idx), resolution))  # one pass each
             ts = fit_indices(video.n_frames - 1, p.fit_pairs) + 1 if video.n_frames > 1 else np.array([], int)
-            gray = np.stack([to_gray(resize_frames(video.read(int(t) - 1, int(t) + 1), resolution))
-                             for t in ts]) if len(ts) else np.zeros((0, 2, *resolution), np.uint8)
+            if len(ts):
+                pairs = np.unique(np.concatenate([ts - 1, ts]))
+                frames = to_gray(resize_frames(read_frames(video, pairs), resolution))
+                at = np.searchsorted(pairs, np.stack([ts - 1, ts], axis=1))  # (n, 2) positions in `pairs`
+                gray = frames[at]
+            else:
+                gray = np.zeros((0, 2, *resolution), np.uint8)
             per_video.append((state, gray))
         return self.fit_samples(per_video, resolution, videos=[f"{v.split}/{v.id}" for v in chosen])
 
