@@ -15,7 +15,7 @@ help:
 	@echo "make demo        synthetic dataset -> store -> train both students (small) -> score -> report -> AUC table"
 	@echo "make test        run the test suite"
 	@echo "make precompute  DATASET=ped2 DATA=path/to/ped2 [STORE=stores/ped2.zarr] [PRESET=cpu] [WORKERS=2]"
-	@echo "make bench       throughput, overhead, scaling, storage and memory benchmarks (needs ../shared)"
+	@echo "make bench       throughput, overhead, scaling, storage and memory, and a 720p H.264 clip it writes (needs ../shared)"
 	@echo "make bench-teachers  teacher quality on real Ped2 (needs ../shared and STORE=stores/ped2.zarr)"
 	@echo "make bench-ped2  the whole method on real Ped2 with the cpu recipe: training samples/s, time to beat the controls, scoring frames/s, AUC (needs ../shared; about an hour)"
 	@echo "make bench-reductions  AUC of every frame reduction x calibration x fusion [SCORES=... STORE=...] (default: the demo's)"
