@@ -38,6 +38,7 @@ from mtvad.store.schema import (
     CHANNELS,
     CHECKSUMMED,
     COMPRESSION_LEVEL,
+    COMPRESSIONS,
     FLOW_VALID_FROM,
     SCHEMA_VERSION,
     SPLITS,
@@ -362,6 +363,7 @@ class Store:
                 "arrays": sorted(name for name, spec in ARRAYS.items() if split in spec.splits
                                  and (name != "label" or has_labels) and (name != "mask" or has_masks)),
             })
+        stored_channels = int(group.attrs.get("channels", 3))  # a resumed video keeps those it was created with
         for spec in ARRAYS.values():
             if split not in spec.splits or spec.name in group:
                 continue
@@ -373,11 +375,10 @@ class Store:
             filters, compressors = _codecs(spec.compression, len(spec.dims), spec.dtype)
             if spec.name in BOOKKEEPING:
                 compressors.append(Crc32cCodec())  # a damaged flag or checksum chunk is found as itself
-            channels_now = int(group.attrs.get("channels", 3))
             group.create_array(
                 spec.name,
-                shape=spec.shape(n_frames, self.resolution, self.chunk_frames, channels_now),
-                chunks=spec.chunks(n_frames, self.resolution, self.chunk_frames, channels_now),
+                shape=spec.shape(n_frames, self.resolution, self.chunk_frames, stored_channels),
+                chunks=spec.chunks(n_frames, self.resolution, self.chunk_frames, stored_channels),
                 dtype=spec.dtype,
                 filters=filters,
                 compressors=compressors,
@@ -477,7 +478,9 @@ def _codecs(compression: str, ndim: int, dtype: str) -> tuple[list, list]:
         return [Delta(dtype=dtype)], [ZstdCodec(level=COMPRESSION_LEVEL)]
     if compression == "bitshuffle":
         return [], [BloscCodec(cname="zstd", clevel=COMPRESSION_LEVEL, shuffle="bitshuffle")]
-    return [], [ZstdCodec(level=COMPRESSION_LEVEL)]
+    if compression == "zstd":
+        return [], [ZstdCodec(level=COMPRESSION_LEVEL)]
+    raise ValueError(f"unknown compression {compression!r}; the contract's are {sorted(COMPRESSIONS)}")
 
 
 @dataclass(frozen=True)

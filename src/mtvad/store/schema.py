@@ -29,7 +29,7 @@ SPLITS = ("train", "test")
 DEFAULT_RESOLUTION = (256, 256)  # (H, W), the paper's input size
 DEFAULT_CHUNK_FRAMES = 16
 FLOW_VALID_FROM = 1  # frame 0 of a video has no previous frame: its flow is stored as zeros
-COMPRESSION_LEVEL = 1  # zstd: level 3 made chunks 6% smaller at twice the cost (measured on Ped2)
+COMPRESSION_LEVEL = 1  # zstd: level 3 made Ped2's chunks 3-10% smaller at up to twice the cost
 CHANNELS = (1, 3)  # frames: grey footage is stored with one channel, colour with three (RGB)
 # Below this flow magnitude (store pixels per frame) Farneback's direction is noise: stored as angle 0. Half of
 # a Ped2 frame's pixels move less than 0.05 px; zeroing their angle makes flow_ang 4x smaller.
@@ -42,7 +42,7 @@ class ArraySpec:
 
     name: str
     dtype: str
-    dims: tuple[str, ...]  # T: frames, H/W: store resolution, C: 3 colour channels, B: blocks
+    dims: tuple[str, ...]  # T: frames, H/W: store resolution, C: channels (1 grey, 3 RGB), B: blocks
     meaning: str
     scale: float | None = None  # physical value = stored value * scale
     units: str = ""
