@@ -61,14 +61,15 @@ def make_store(path: str | Path, n_train: int = 2, n_test: int = 1, n_frames: in
                resolution: tuple[int, int] = (32, 32), n_classes: int = 2, seed: int = 0,
                chunk_frames: int = 4, teachers: dict | None = None, labels: bool = True, masks: bool = False,
                complete: bool = True, drop_arrays: Sequence[str] = (),
-               fill: dict[str, float] | None = None) -> Store:
+               fill: dict[str, float] | None = None, grey: Sequence[str] = ()) -> Store:
     """A store with `n_train` training and `n_test` test videos of random teacher outputs.
 
     `n_frames`: one count for all videos or one per training video (test videos use the first).
     `labels`, `masks`: frame labels and pixel masks for the test videos (see the module docstring).
     `complete=False` leaves the last block of every video uncomputed; `drop_arrays` deletes those arrays
     from every video after writing (a store that lacks what a branch needs). `fill` sets arrays to one value
-    everywhere (e.g. `{"flow_mag": 2.0, "flow_ang": 0.0}`; frame 0 keeps no flow)."""
+    everywhere (e.g. `{"flow_mag": 2.0, "flow_ang": 0.0}`; frame 0 keeps no flow). `grey`: keys ('train/01') of
+    videos whose frames are stored with one channel."""
     rng = np.random.default_rng(seed)
     build = {"schema_version": SCHEMA_VERSION, "resolution": list(resolution), "chunk_frames": chunk_frames,
              "teachers": teachers or DEFAULT_TEACHERS}
@@ -80,9 +81,12 @@ def make_store(path: str | Path, n_train: int = 2, n_test: int = 1, n_frames: in
         for k in range(n_videos):
             test = split == "test"
             n = counts[k] if not test else counts[0]
+            key = f"{split}/{k + 1:02d}"
             video = store.create_video(split, f"{k + 1:02d}", n_frames=n, has_labels=test and labels,
-                                       has_masks=test and masks)
+                                       has_masks=test and masks, channels=1 if key in grey else 3)
             values = random_video_values(rng, n, resolution, n_classes, first_frame=True)
+            if key in grey:
+                values["frames"] = values["frames"][..., :1]
             for name, value in (fill or {}).items():
                 values[name][:] = value
                 if name in ("flow_mag", "flow_ang"):

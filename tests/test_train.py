@@ -191,6 +191,26 @@ def test_streaming_and_in_memory_give_the_same_batches(store_path, branch):
             assert torch.equal(value, batch[key][i]), (key, i)
 
 
+@pytest.mark.parametrize("branch", ["appearance", "motion"])
+def test_a_grey_video_among_colour_ones_gives_rgb_samples_of_equal_channels(tmp_path, branch):
+    path = tmp_path / "mixed.zarr"
+    make_store(path, n_train=2, n_frames=[6, 7], resolution=(32, 32), n_classes=3, chunk_frames=4, grey=["train/01"])
+    store = open_store(path)
+    spec = branch_spec(branch, config(path, "u"), store.resolution)
+    memory = InMemoryDataset(store, "train", ["01", "02"], spec, 3)
+    stream = StreamingDataset(store, "train", ["01", "02"], spec, 3, cache_chunks=2)
+    batch = memory.__getitems__(list(range(len(memory))))
+    grey = store.video("train", "01").group["frames"][:]
+    for i in range(len(stream)):
+        for key, value in stream[i].items():
+            assert torch.equal(value, batch[key][i]), (key, i)
+        video, t = stream.sample(i)
+        if video == "01":
+            assert torch.equal(batch["frames"][i][-1], torch.from_numpy(grey[t]).expand(32, 32, 3))
+    only_grey = InMemoryDataset(store, "train", ["01"], spec, 3)
+    assert only_grey.arrays["frames"].shape[-1] == 1  # a grey store's frames stay one channel in memory
+
+
 def test_sample_order_depends_only_on_seed_and_epoch_and_can_skip_batches():
     a, b = EpochBatchSampler(20, 3, seed=5), EpochBatchSampler(20, 3, seed=5)
     a.set_epoch(1), b.set_epoch(1)

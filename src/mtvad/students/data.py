@@ -133,10 +133,12 @@ class StoreSamples(Dataset):
     """Common part: the sample index and the per-sample layout; subclasses say where bytes come from."""
 
     def __init__(self, url: str, split: str, video_ids: Sequence[str], n_frames: Sequence[int],
-                 spec: BranchSpec, n_classes: int):
+                 spec: BranchSpec, n_classes: int, channels: Sequence[int] = ()):
         self.url, self.split, self.video_ids = url, split, list(video_ids)
         self.n_frames, self.spec, self.n_classes = list(n_frames), spec, n_classes
         self.index = sample_index(spec, self.n_frames)
+        # frames: 1 channel when every video is grey, else 3 (a grey video's frame broadcast to three)
+        self.frame_channels = max(channels, default=3)
 
     def __len__(self) -> int:
         return len(self.index)
@@ -152,15 +154,17 @@ class InMemoryDataset(StoreSamples):
 
     def __init__(self, store: Store, split: str, video_ids: Sequence[str], spec: BranchSpec, n_classes: int):
         videos = [store.video(split, v) for v in video_ids]
-        super().__init__(store.url, split, video_ids, [v.n_frames for v in videos], spec, n_classes)
+        super().__init__(store.url, split, video_ids, [v.n_frames for v in videos], spec, n_classes,
+                         [v.channels for v in videos])
         self.starts = torch.tensor(np.concatenate([[0], np.cumsum(self.n_frames)[:-1]]), dtype=torch.int64)
         total = sum(self.n_frames)
         self.arrays: dict[str, torch.Tensor] = {}
         for name in spec.arrays:
             first = videos[0].group[name]
             dtype = getattr(torch, str(first.dtype))
-            self.arrays[name] = big = torch.empty((total, *first.shape[1:]), dtype=dtype)
-            for video, start in zip(videos, self.starts.tolist()):
+            shape = (*first.shape[1:-1], self.frame_channels) if name == "frames" else first.shape[1:]
+            self.arrays[name] = big = torch.empty((total, *shape), dtype=dtype)
+            for video, start in zip(videos, self.starts.tolist()):  # a grey video's frames broadcast where needed
                 big[start : start + video.n_frames] = torch.from_numpy(np.ascontiguousarray(video.group[name][:]))
             if name == "seg":
                 top = int(big.max()) if total else 0
@@ -195,7 +199,8 @@ class StreamingDataset(StoreSamples):
     def __init__(self, store: Store, split: str, video_ids: Sequence[str], spec: BranchSpec, n_classes: int,
                  cache_chunks: int = 48):
         videos = [store.video(split, v) for v in video_ids]
-        super().__init__(store.url, split, video_ids, [v.n_frames for v in videos], spec, n_classes)
+        super().__init__(store.url, split, video_ids, [v.n_frames for v in videos], spec, n_classes,
+                         [v.channels for v in videos])
         self.chunk_frames, self.cache_chunks = store.chunk_frames, cache_chunks
         self._store: Store | None = None
         self._pid: int | None = None
@@ -234,6 +239,8 @@ class StreamingDataset(StoreSamples):
         out = {}
         for key, (name, offsets) in self.spec.reads.items():
             arr = np.stack([self._frame(v, name, t + o) for o in offsets])
+            if name == "frames" and arr.shape[-1] < self.frame_channels:
+                arr = np.repeat(arr, self.frame_channels, axis=-1)  # a grey video among colour ones
             if name == "seg" and arr.max(initial=0) >= self.n_classes:
                 raise StoreError(f"{self.url}: {self.split}/{self.video_ids[v]} frame {t}: seg holds class id "
                                  f"{arr.max()} but the store's class vocabulary goes up to id {self.n_classes - 1}")
@@ -401,8 +408,8 @@ def normalise_frames(frames: torch.Tensor, size: Sequence[int] | None = None) ->
     """uint8 (B, k, H, W, 3) RGB, or (B, k, H, W, 1) grey -> float (B, 3k, h, w), resized, ImageNet mean/std
     normalised; a grey frame is an RGB frame of three equal channels."""
     b, k, h, w, c = frames.shape
-    if c == 1:
-        frames, c = frames.expand(b, k, h, w, 3), 3
+    if c == 1:  # copied, not a view: the same memory layout as RGB input, so the same convolution kernels run
+        frames, c = frames.expand(b, k, h, w, 3).contiguous(), 3
     x = resize(frames.permute(0, 1, 4, 2, 3).reshape(b, k * c, h, w).float(), size)  # resizing is linear
     mean = torch.tensor(IMAGENET_MEAN, device=x.device).repeat(k).view(1, k * c, 1, 1)
     std = torch.tensor(IMAGENET_STD, device=x.device).repeat(k).view(1, k * c, 1, 1)
