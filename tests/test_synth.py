@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +13,18 @@ import pytest
 from PIL import Image
 
 from mtvad.errors import DatasetError
-from mtvad.precompute.synth import KINDS, KINDS_FILE, M_FILE, SynthOutputExists, generate
-from mtvad.precompute.synth.bodies import Canvas, PersonLook, Pose, draw_person
-from mtvad.precompute.synth.scene import DT, Camera
+from mtvad.precompute.synth import KIND_INFO, KINDS, KINDS_FILE, M_FILE, PROFILES, SynthOutputExists, generate
+from mtvad.precompute.synth.bodies import Canvas, PersonLook, Pose, VehicleLook, draw_person, draw_skateboard, on_screen
+from mtvad.precompute.synth.dataset import _assign_kinds, _density
+from mtvad.precompute.synth.motion import (
+    CROWDED_DENSITY_RANGE,
+    DENSITY_RANGE,
+    WALK_SPEED_MEAN,
+    WALK_SPEED_RANGE,
+    Slot,
+    build_event,
+)
+from mtvad.precompute.synth.scene import DT, Camera, Layout
 
 M_LINE = re.compile(r"TestVideoFile\{end\+1\}\.gt_frame = \[(\d+:\d+(?:, \d+:\d+)*)\];")
 
@@ -58,7 +68,7 @@ def test_same_seed_same_bytes_other_seed_other_bytes(small, tmp_path):
     generate(tmp_path / "again", seed=0, small=True)
     generate(tmp_path / "other", seed=1, small=True)
     reference = _hashes(root)
-    assert len(reference) == 3 * 40 + 4 * 40 * 2 + 3  # frames, masks, .m, kinds file, README
+    assert len(reference) == 3 * 40 + 5 * 40 * 2 + 3  # frames, masks, .m, kinds file, README
     assert _hashes(tmp_path / "again") == reference
     other = _hashes(tmp_path / "other")
     differing = [name for name in reference if other.get(name) != reference[name]]
@@ -70,7 +80,7 @@ def test_ucsd_layout_and_file_formats(small):
     trains = sorted((root / "Train").iterdir())
     assert [p.name for p in trains] == ["Train001", "Train002", "Train003"]
     tests = sorted(p for p in (root / "Test").iterdir() if p.is_dir() and not p.name.endswith("_gt"))
-    assert [p.name for p in tests] == ["Test001", "Test002", "Test003", "Test004"]
+    assert [p.name for p in tests] == ["Test001", "Test002", "Test003", "Test004", "Test005"]
     for video in trains + tests:
         files = _frames(video, ".tif")
         assert [f.name for f in files] == [f"{i:03d}.tif" for i in range(1, len(files) + 1)]
@@ -89,7 +99,7 @@ def test_ucsd_layout_and_file_formats(small):
 def test_m_labels_agree_with_masks_frame_by_frame(small):
     root, summary = small
     table = _parse_m(root / "Test" / M_FILE)
-    assert len(table) == summary["test_videos"] == 4
+    assert len(table) == summary["test_videos"] == 5
     for number, ranges in enumerate(table, 1):
         masks = _frames(root / "Test" / f"Test{number:03d}_gt", ".bmp")
         labels = _labels(ranges, len(masks))
@@ -106,7 +116,7 @@ def test_training_videos_hold_no_anomaly(small):
     assert all(v["anomalous_actors"] > 0 for v in summary["videos"] if v["split"] == "test")
     assert not list((root / "Train").glob("*_gt"))
     kinds = json.loads((root / "Test" / KINDS_FILE).read_text())
-    assert sorted(kinds["videos"]) == ["Test001", "Test002", "Test003", "Test004"]
+    assert sorted(kinds["videos"]) == ["Test001", "Test002", "Test003", "Test004", "Test005"]
 
 
 def test_every_kind_recorded_per_frame_consistently_with_labels(small):
@@ -130,6 +140,108 @@ def test_every_kind_recorded_per_frame_consistently_with_labels(small):
         assert count > 0
 
 
+def test_every_kind_recurs_and_the_small_profile_holds_each():
+    for seed in range(20):
+        default = _assign_kinds(seed, PROFILES["default"])
+        assert Counter(k for video in default for k in video) == {k: 2 for k in KINDS}  # 18 events, 9 kinds
+        small = _assign_kinds(seed, PROFILES["small"])
+        assert {k for video in small for k in video} == set(KINDS)
+        assert all(len(set(video)) == len(video) for video in default + small)
+
+
+@pytest.mark.parametrize("kind", ["slow-bicycle", "skateboard", "slow-cart"])
+def test_new_kinds_are_labelled_on_exactly_the_frames_their_actor_shows(small, kind):
+    root, _ = small
+    data = json.loads((root / "Test" / KINDS_FILE).read_text())
+    assert data["kinds"][kind]["category"] == KIND_INFO[kind][0]
+    holding = [name for name, video in data["videos"].items() if kind in video["frames"]]
+    assert holding
+    for name in holding:
+        frames = data["videos"][name]["frames"]
+        has_pixels = [np.asarray(Image.open(m)).any() for m in _frames(root / "Test" / f"{name}_gt", ".bmp")]
+        assert has_pixels == [k is not None for k in frames]
+        mine = [i for i, k in enumerate(frames) if k == kind]
+        others = [i for i, k in enumerate(frames) if k not in (None, kind)]
+        assert not others or max(mine) < min(others) or min(mine) > max(others)  # the two events do not interleave
+
+
+def _speeds_in_view(kind: str, mode: str) -> np.ndarray:
+    """Track speeds of the anomalous actor of `kind` at the steps it is in view, over several random draws."""
+    camera = Camera.for_size(240, 360)
+    layout = Layout.for_camera(camera)
+    speeds = []
+    for seed in range(20):
+        actors = build_event(kind, 1, Slot(100, 400, mode), np.random.default_rng(seed), camera, layout)
+        (actor,) = [a for a in actors if a.event]
+        assert actor.track.flagged.all()
+        seen = on_screen(camera, actor.body, actor.track.pos[:, 0], actor.track.pos[:, 1])
+        speeds.append(actor.track.speed[seen])
+    return np.concatenate(speeds)
+
+
+@pytest.mark.parametrize("mode", ["enter", "exit"])
+def test_slow_cyclist_rides_at_walking_pace_the_cyclist_faster(mode):
+    slow, fast = _speeds_in_view("slow-bicycle", mode), _speeds_in_view("bicycle", mode)
+    assert WALK_SPEED_RANGE[0] <= slow.min() and slow.max() <= WALK_SPEED_RANGE[1]
+    assert fast.min() > WALK_SPEED_RANGE[1]
+
+
+@pytest.mark.parametrize("mode", ["enter", "exit"])
+def test_skater_glides_at_1_3_to_2_times_walking_speed_and_slow_cart_below_walking(mode):
+    skater = _speeds_in_view("skateboard", mode) / WALK_SPEED_MEAN
+    assert 1.3 <= skater.min() and skater.max() <= 2.0
+    slow_cart = _speeds_in_view("slow-cart", mode)
+    assert 0.6 <= slow_cart.min() and slow_cart.max() <= 1.1
+
+
+def test_slow_cart_is_anomalous_its_pusher_is_not_and_skaters_push_now_and_then():
+    camera = Camera.for_size(240, 360)
+    layout = Layout.for_camera(camera)
+    cart, pusher = build_event("slow-cart", 2, Slot(0, 300, "enter"), np.random.default_rng(0), camera, layout)
+    assert (cart.body, cart.event, pusher.body, pusher.event) == ("cart", 2, "person", 0)
+    pushing = []
+    for seed in range(10):
+        (skater,) = build_event("skateboard", 1, Slot(0, 300, "enter"), np.random.default_rng(seed), camera, layout)
+        pushing.append(np.mean(skater.push > 0))
+    assert 0.05 < min(pushing) and max(pushing) < 0.4  # mostly gliding
+
+
+def _draw_skater(camera: Camera, look: VehicleLook, phase: float, push: float) -> Canvas:
+    shape = (camera.height, camera.width)
+    canvas = Canvas(np.full(shape, 150.0, np.float32), np.zeros(shape, np.uint8))
+    pose = Pose(x=0.0, z=camera.z_near + 2.0, hx=1.0, hz=0.0, phase=phase, leg_amp=0.4, arm_amp=0.0, push=push)
+    draw_skateboard(canvas, camera, pose, look, label=1)
+    return canvas
+
+
+def test_skater_stands_on_a_dark_board_with_still_legs_and_all_of_it_is_anomalous():
+    camera = Camera.for_size(240, 360)
+    look = VehicleLook(body=200.0, dark=30.0, top=200.0, rider=PersonLook(1.7, 60.0, 220.0, 110.0))
+    glide = _draw_skater(camera, look, phase=0.0, push=0.0)
+    painted = glide.image != 150.0
+    np.testing.assert_array_equal(glide.labels > 0, painted)  # the skater and the board: all labelled
+    board_rows = np.flatnonzero((glide.image == 30.0).any(axis=1))
+    assert board_rows.size and board_rows.max() == np.flatnonzero(painted.any(axis=1)).max()  # under the feet
+    np.testing.assert_array_equal(_draw_skater(camera, look, phase=2.0, push=0.0).labels, glide.labels)  # no gait
+    assert (_draw_skater(camera, look, phase=0.0, push=0.5).labels != glide.labels).any()  # a push moves a foot
+    walker = [_person_mask(camera, 0.0, camera.z_near + 2.0, phase) for phase in (0.0, 2.0)]
+    assert (walker[0] != walker[1]).any()  # whereas a walker's legs swing with the phase
+
+
+def test_crowd_density_differs_between_videos_and_is_high_around_a_slow_cyclist(small):
+    root, summary = small
+    people = {v["name"]: v["actors"] - v["anomalous_actors"] for v in summary["videos"]}
+    assert max(people.values()) >= 5 * max(1, min(people.values()))
+    data = json.loads((root / "Test" / KINDS_FILE).read_text())
+    crowded = [name for name, video in data["videos"].items() if "slow-bicycle" in video["frames"]]
+    assert crowded and all(people[name] >= 2 * np.median(list(people.values())) for name in crowded)
+    for seed in range(10):
+        normal = [_density(seed, split, i, ["cart"]) for split in ("train", "test") for i in range(16)]
+        assert DENSITY_RANGE[0] <= min(normal) and max(normal) <= DENSITY_RANGE[1]
+        assert max(normal) > 4 * min(normal)
+        assert min(_density(seed, "test", i, ["slow-bicycle", "cart"]) for i in range(12)) >= CROWDED_DENSITY_RANGE[0]
+
+
 def test_glitch_frames_are_real_jumps_but_not_anomalies(small):
     root, _ = small
     data = json.loads((root / "Test" / KINDS_FILE).read_text())
@@ -148,10 +260,10 @@ def test_glitch_frames_are_real_jumps_but_not_anomalies(small):
     assert glitched >= 1
 
 
-def _person_mask(camera: Camera, x: float, z: float) -> np.ndarray:
+def _person_mask(camera: Camera, x: float, z: float, phase: float = 0.0) -> np.ndarray:
     shape = (camera.height, camera.width)
     canvas = Canvas(np.zeros(shape, np.float32), np.zeros(shape, np.uint8))
-    pose = Pose(x=x, z=z, hx=1.0, hz=0.0, phase=0.0, leg_amp=0.4, arm_amp=0.3)
+    pose = Pose(x=x, z=z, hx=1.0, hz=0.0, phase=phase, leg_amp=0.4, arm_amp=0.3)
     draw_person(canvas, camera, pose, PersonLook(1.7, 50.0, 200.0, 60.0), label=1)
     return canvas.labels > 0
 

@@ -1,4 +1,5 @@
-"""How actors look: people (head, torso, swinging legs and arms), bicycles with riders, carts and cars.
+"""How actors look: people (head, torso, swinging legs and arms), bicycles with riders, skateboarders, carts
+and cars.
 
 Every body is built from 3-D points around its ground position, projected with the camera, and drawn as
 filled polygons and discs with sub-pixel precision. A drawing call paints the grey image and, in a second
@@ -67,10 +68,24 @@ CAR_CABIN_NARROWING = 0.9  # the cabin is this fraction of the body's width
 CAR_WHEEL_RADIUS = 0.33
 CAR_AXLE_HALF = 1.35
 
+# Skateboard (metres) and the person standing on it
+BOARD_LENGTH, BOARD_WIDTH = 0.8, 0.22
+BOARD_BOTTOM, BOARD_TOP = 0.04, 0.1  # the deck; its small wheels are not drawn
+SKATE_STANCE = 0.2  # one foot this far ahead of the board's centre, the other this far behind
+SKATE_CROUCH = 0.04  # bent knees lower the hips by this fraction of the body height
+SKATE_KNEE_FORWARD = 0.08  # and push the knees this far forward of the hip-foot line
+SKATE_PUSH_REACH = 0.3  # a pushing foot touches the ground this far behind the back foot
+
 MIN_DEPTH_M = 0.5  # nothing nearer than this to the camera is drawn
 
 # (radius, height) in metres of the box around each body: visibility checks and off-screen path ends
-EXTENT = {"person": (0.8, 1.95), "bicycle": (1.0, 1.95), "cart": (0.65, 1.05), "car": (2.4, 1.5)}
+EXTENT = {
+    "person": (0.8, 1.95),
+    "bicycle": (1.0, 1.95),
+    "skateboard": (0.8, 1.95),
+    "cart": (0.65, 1.05),
+    "car": (2.4, 1.5),
+}
 
 
 @dataclass
@@ -134,6 +149,7 @@ class Pose:
     lean: float = 0.0  # forward shift of the shoulders (metres), e.g. when running
     flail: bool = False  # arms flail (fighting-like) instead of swinging
     arm_offset: float = 0.0  # arms held forward by this angle (radians), e.g. pushing a cart
+    push: float = 0.0  # skaters: how far (0..1) through a push of the back foot on the ground; 0 while gliding
 
 
 @dataclass(frozen=True)
@@ -149,7 +165,7 @@ class VehicleLook:
     body: float  # grey level of the body (cart box, car body, bicycle frame)
     dark: float  # tyres, car windows
     top: float  # cart lid, car roof
-    rider: PersonLook | None = None  # bicycles only
+    rider: PersonLook | None = None  # bicycles and skateboards only
 
 
 class _Frame3D:
@@ -176,65 +192,74 @@ class _Frame3D:
 
 
 def draw(canvas: Canvas, camera: Camera, body: str, pose: Pose, look, label: int) -> None:
-    """Draw one actor of type `body` ("person", "bicycle", "cart", "car")."""
+    """Draw one actor of type `body` ("person", "bicycle", "skateboard", "cart", "car")."""
     DRAWERS[body](canvas, camera, pose, look, label)
 
 
 def draw_person(canvas: Canvas, camera: Camera, pose: Pose, look: PersonLook, label: int) -> None:
-    f = _Frame3D(camera, pose)
+    h = look.height
+    legs = []
+    for side in (1.0, -1.0):
+        a = side * pose.leg_amp * np.sin(pose.phase)
+        hip = (0.0, side * HIP_HALF_SPACING * h, HIP * h)
+        foot = (HIP * h * np.sin(a), side * HIP_HALF_SPACING * h, LIMB_LIFT * HIP * h * (1.0 - np.cos(a)))
+        legs.append([hip, foot])
+    _draw_figure(canvas, _Frame3D(camera, pose), pose, look, label, legs, 0.0)
+
+
+def _draw_figure(canvas: Canvas, f: _Frame3D, pose: Pose, look: PersonLook, label: int, legs, lift: float) -> None:
+    """A person with the given legs, and arms, torso and head `lift` metres higher than standing on the ground.
+
+    `legs`: for the left then the right side, local points (forward, left, up) from the (lifted) hip to the foot.
+    Limbs farther from the camera than the body's centre are drawn before the torso, the near ones after.
+    """
     h = look.height
     s = f.scale()
-    leg_angle = pose.leg_amp * np.sin(pose.phase)
-    limbs = []  # (depth, draw) pairs: the far limbs are drawn before the torso, the near ones after
-    for side in (1.0, -1.0):
-        hip = (0.0, side * HIP_HALF_SPACING * h, HIP * h)
-        a = side * leg_angle
-        foot = (
-            HIP * h * np.sin(a),
-            side * HIP_HALF_SPACING * h,
-            LIMB_LIFT * HIP * h * (1.0 - np.cos(a)),
-        )
-        hip_px, foot_px = f.points([hip, foot])
-        limbs.append((f.depth(0.0, side * HIP_HALF_SPACING * h), hip_px, foot_px, LEG_WIDTH * h * s, look.trousers))
-
-        shoulder = (pose.lean, side * SHOULDER_HALF_SPACING * h, SHOULDER * h)
+    local, limbs = [], []  # limbs: (depth, index of the first point in `local`, number of points, width, tone)
+    for side, leg in zip((1.0, -1.0), legs):
+        leg_depth = f.depth(0.0, side * HIP_HALF_SPACING * h)
+        limbs.append((leg_depth, len(local), len(leg), LEG_WIDTH * h * s, look.trousers))
+        local.extend(leg)
         b = _arm_angle(pose, side)
+        shoulder = (pose.lean, side * SHOULDER_HALF_SPACING * h, lift + SHOULDER * h)
         hand = (
             pose.lean + ARM_LENGTH * h * np.sin(b),
             side * SHOULDER_HALF_SPACING * h,
-            SHOULDER * h - ARM_LENGTH * h * np.cos(b),
+            lift + SHOULDER * h - ARM_LENGTH * h * np.cos(b),
         )
-        sh_px, hand_px = f.points([shoulder, hand])
-        limbs.append((f.depth(0.0, side * SHOULDER_HALF_SPACING * h), sh_px, hand_px, ARM_WIDTH * h * s, look.shirt))
+        limbs.append((f.depth(0.0, side * SHOULDER_HALF_SPACING * h), len(local), 2, ARM_WIDTH * h * s, look.shirt))
+        local.extend([shoulder, hand])
+    core = len(local)
+    local.append((0.0, 0.0, lift + HIP * h))
+    local.append((pose.lean, 0.0, lift + SHOULDER * h))
+    local.append((pose.lean * HEAD_LEAN, 0.0, lift + HEAD_CENTRE * h))
+    px = f.points(local)  # one projection for the whole body
+
+    def draw_limb(first: int, count: int, width: float, tone: float) -> None:
+        for k in range(first, first + count - 1):
+            canvas.capsule(px[k], px[k + 1], width, tone, label)
 
     centre_depth = f.depth(0.0, 0.0)
     limbs.sort(key=lambda limb: -limb[0])
-    for depth, a_px, b_px, width, tone in limbs:
+    for depth, first, count, width, tone in limbs:
         if depth > centre_depth:
-            canvas.capsule(a_px, b_px, width, tone, label)
-    _draw_torso_and_head(canvas, f, pose, look, label, s)
-    for depth, a_px, b_px, width, tone in limbs:
-        if depth <= centre_depth:
-            canvas.capsule(a_px, b_px, width, tone, label)
-
-
-def _arm_angle(pose: Pose, side: float) -> float:
-    if pose.flail:  # arms thrown forward and up, out of step with the legs (fighting-like)
-        return pose.arm_amp * (FLAIL_MEAN + FLAIL_SPREAD * np.sin(FLAIL_RATE * pose.phase + side))
-    return pose.arm_offset - side * pose.arm_amp * np.sin(pose.phase)
-
-
-def _draw_torso_and_head(canvas: Canvas, f: _Frame3D, pose: Pose, look: PersonLook, label: int, s: float) -> None:
-    h = look.height
-    hip_c, shoulder_c, head_c = f.points(
-        [(0.0, 0.0, HIP * h), (pose.lean, 0.0, SHOULDER * h), (pose.lean * HEAD_LEAN, 0.0, HEAD_CENTRE * h)]
-    )
+            draw_limb(first, count, width, tone)
+    hip_c, shoulder_c, head_c = px[core], px[core + 1], px[core + 2]
     width = (TORSO_FRONT * abs(pose.hz) + TORSO_SIDE * abs(pose.hx)) * h * s
     half_top = np.array([width / 2.0, 0.0])
     half_bottom = half_top * HIP_NARROWING
     torso = np.array([shoulder_c - half_top, shoulder_c + half_top, hip_c + half_bottom, hip_c - half_bottom])
     canvas.polygon(torso, look.shirt, label)
     canvas.disc(head_c, HEAD_RADIUS * h * s, look.head, label)
+    for depth, first, count, width, tone in limbs:
+        if depth <= centre_depth:
+            draw_limb(first, count, width, tone)
+
+
+def _arm_angle(pose: Pose, side: float) -> float:
+    if pose.flail:  # arms thrown forward and up, out of step with the legs (fighting-like)
+        return pose.arm_amp * (FLAIL_MEAN + FLAIL_SPREAD * np.sin(FLAIL_RATE * pose.phase + side))
+    return pose.arm_offset - side * pose.arm_amp * np.sin(pose.phase)
 
 
 def draw_bicycle(canvas: Canvas, camera: Camera, pose: Pose, look: VehicleLook, label: int) -> None:
@@ -282,6 +307,25 @@ def _draw_rider(canvas: Canvas, f: _Frame3D, pose: Pose, rider: PersonLook, labe
         canvas.capsule(a, b, LEG_WIDTH * h * s, rider.trousers, label)
 
 
+def draw_skateboard(canvas: Canvas, camera: Camera, pose: Pose, look: VehicleLook, label: int) -> None:
+    """A person standing still on a dark board, knees slightly bent; now and then the back foot pushes off."""
+    f = _Frame3D(camera, pose)
+    canvas.hull(_box(f, BOARD_LENGTH, BOARD_WIDTH, BOARD_BOTTOM, BOARD_TOP), look.dark, label)
+    rider = look.rider
+    h = rider.height
+    lift = BOARD_TOP - SKATE_CROUCH * h
+    legs = []
+    for side in (1.0, -1.0):  # the left foot in front, the right one behind
+        hip = np.array([0.0, side * HIP_HALF_SPACING * h, lift + HIP * h])
+        foot = np.array([side * SKATE_STANCE, side * HIP_HALF_SPACING * h, BOARD_TOP])
+        if side < 0 and pose.push > 0.0:  # off the board, down to the ground behind it and back
+            out = np.sin(np.pi * pose.push)
+            foot += (-SKATE_PUSH_REACH * out, -BOARD_WIDTH / 2.0 * out, -BOARD_TOP * out)
+        knee = (hip + foot) / 2.0 + (SKATE_KNEE_FORWARD, 0.0, 0.0)
+        legs.append([hip, knee, foot])
+    _draw_figure(canvas, f, pose, rider, label, legs, lift)
+
+
 def _box(f: _Frame3D, length: float, width: float, bottom: float, top: float, offset: float = 0.0) -> np.ndarray:
     """Image points of a box's 8 corners: the bottom face first, then the top face, each in cyclic order."""
     corners = []
@@ -318,7 +362,13 @@ def draw_car(canvas: Canvas, camera: Camera, pose: Pose, look: VehicleLook, labe
     canvas.polygon(cabin[4:], look.top, label)
 
 
-DRAWERS = {"person": draw_person, "bicycle": draw_bicycle, "cart": draw_cart, "car": draw_car}
+DRAWERS = {
+    "person": draw_person,
+    "bicycle": draw_bicycle,
+    "skateboard": draw_skateboard,
+    "cart": draw_cart,
+    "car": draw_car,
+}
 
 
 def on_screen(camera: Camera, body: str, x, z) -> np.ndarray:

@@ -13,12 +13,12 @@ from PIL import Image
 
 from mtvad.errors import DatasetError
 
-from .motion import KIND_INFO, KINDS
+from .motion import CROWDED_KINDS, KIND_INFO, KINDS, draw_density
 from .scene import FPS, Camera, Layout, Lighting, render_background
 from .video import VideoPlan, cast, plan_test, plan_train, render
 
 GENERATOR = "mtvad.precompute.synth"
-GENERATOR_VERSION = "1"  # bump whenever the same seed would write different files
+GENERATOR_VERSION = "2"  # bump whenever the same seed would write different files
 M_FILE = "UCSDsynth.m"
 KINDS_FILE = "anomaly_kinds.json"
 README_FILE = "README.txt"
@@ -28,7 +28,7 @@ GLITCH_EVERY = 3  # test videos 2, 5, 8, ... (1-based) contain a recording glitc
 # Independent random streams, so that changing how one thing is drawn does not shift the others
 STREAM_BACKGROUND, STREAM_KIND_ORDER, STREAM_VIDEO = 0, 1, 2
 SPLIT_CODE = {"train": 0, "test": 1}
-PURPOSE_PLAN, PURPOSE_CAST, PURPOSE_LIGHT, PURPOSE_NOISE = 0, 1, 2, 3
+PURPOSE_PLAN, PURPOSE_CAST, PURPOSE_LIGHT, PURPOSE_NOISE, PURPOSE_DENSITY = 0, 1, 2, 3, 4
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class Profile:
 
 PROFILES = {
     "default": Profile("default", 240, 360, 16, 12, (120, 180), (2, 1)),  # UCSD Ped2's scale
-    "small": Profile("small", 60, 90, 3, 4, (40, 40), (2,)),  # for tests: every kind in about a second
+    "small": Profile("small", 60, 90, 3, 5, (40, 40), (2,)),  # for tests: every kind in about a second
 }
 
 
@@ -72,13 +72,14 @@ def generate(out: str | Path, seed: int = 0, small: bool = False, overwrite: boo
 
     videos = []
     for i in range(profile.n_train):
-        plan = plan_train(f"Train{i + 1:03d}", _length(seed, "train", i, profile))
+        plan = plan_train(f"Train{i + 1:03d}", _length(seed, "train", i, profile), _density(seed, "train", i, []))
         videos.append(_write_video(out / "Train", plan, seed, i, camera, layout, background))
     kinds = _assign_kinds(seed, profile)
     for i in range(profile.n_test):
         rng = _rng(seed, STREAM_VIDEO, SPLIT_CODE["test"], i, PURPOSE_PLAN)
         n = _length(seed, "test", i, profile)
-        plan = plan_test(f"Test{i + 1:03d}", n, kinds[i], rng, glitch=i % GLITCH_EVERY == 1)
+        density = _density(seed, "test", i, kinds[i])
+        plan = plan_test(f"Test{i + 1:03d}", n, density, kinds[i], rng, glitch=i % GLITCH_EVERY == 1)
         videos.append(_write_video(out / "Test", plan, seed, i, camera, layout, background))
 
     tests = [v for v in videos if v["split"] == "test"]
@@ -95,6 +96,12 @@ def _rng(seed: int, *key: int) -> np.random.Generator:
 def _length(seed: int, split: str, index: int, profile: Profile) -> int:
     rng = _rng(seed, STREAM_VIDEO, SPLIT_CODE[split], index, PURPOSE_PLAN)
     return int(rng.integers(profile.frames[0], profile.frames[1] + 1))
+
+
+def _density(seed: int, split: str, index: int, kinds: list[str]) -> float:
+    """A video's crowd density, from its own stream: crowded where one of its anomaly kinds needs a crowd."""
+    rng = _rng(seed, STREAM_VIDEO, SPLIT_CODE[split], index, PURPOSE_DENSITY)
+    return draw_density(rng, crowded=any(k in CROWDED_KINDS for k in kinds))
 
 
 def _assign_kinds(seed: int, profile: Profile) -> list[list[str]]:

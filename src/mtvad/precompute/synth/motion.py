@@ -5,9 +5,11 @@ its ground position, heading and speed at every step of its life, and whether it
 that step (`flagged`). A frame of a video shows the scene at one step; a recording glitch skips steps.
 
 Anomaly actors are built inside a `Slot` of steps so that their anomalous behaviour is visible only there:
-objects of an unseen class either *enter* the view when the slot opens or *leave* it when the slot closes;
-behavioural anomalies (running, erratic motion, walking on the lawn) happen inside the slot, by people who
-walk normally before and after.
+objects of an unseen class (cyclists, skateboarders, carts, cars) either *enter* the view when the slot opens
+or *leave* it when the slot closes; behavioural anomalies (running, erratic motion, walking on the lawn) happen
+inside the slot, by people who walk normally before and after.
+
+Each video has its own crowd density: a factor on the walkers' arrival rate.
 """
 
 from __future__ import annotations
@@ -16,12 +18,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .bodies import EXTENT, PersonLook, Pose, VehicleLook
+from .bodies import EXTENT, PersonLook, Pose, VehicleLook, on_screen
 from .scene import DT, FPS, Camera, Layout
 
 # Anomaly kinds, the behaviour each stands for and which branch of the method should find it
-KINDS = ("bicycle", "cart", "car", "running", "erratic", "lawn")
-OBJECT_KINDS = ("bicycle", "cart", "car")
+KINDS = ("bicycle", "cart", "car", "running", "erratic", "lawn", "slow-bicycle", "skateboard", "slow-cart")
+OBJECT_KINDS = ("bicycle", "cart", "car", "slow-bicycle", "skateboard", "slow-cart")
 KIND_INFO = {
     "bicycle": ("unseen_class", "a cyclist: an object class never seen in training, moving fast"),
     "cart": ("unseen_class", "a hand cart pushed by a person (the cart is anomalous, the person is not)"),
@@ -29,17 +31,30 @@ KIND_INFO = {
     "running": ("abnormal_speed", "a person who starts running (speed above any walker's)"),
     "erratic": ("direction_change", "a person moving with sudden direction changes and jitter (fighting-like)"),
     "lawn": ("unusual_location", "a person cutting across the lawn, where nobody walks in training"),
+    "slow-bicycle": ("unseen_class", "a cyclist riding at walking pace in a crowded video: only its look is unusual"),
+    "skateboard": (
+        "unseen_class",
+        "a person gliding on a skateboard at 1.3-2x walking speed, legs still but for a push now and then",
+    ),
+    "slow-cart": ("unseen_class", "a hand cart pushed slowly (the cart is anomalous, the person is not)"),
 }
+OBJECT_BODY = {"slow-bicycle": "bicycle", "slow-cart": "cart"}  # the body an object kind is drawn as, if not its own
+CROWDED_KINDS = ("slow-bicycle",)  # a video holding one of these gets a crowd density from CROWDED_DENSITY_RANGE
 
 ROUTES = ("east", "west", "toward", "away")  # along the lateral walkway (+X, -X) or the cross one (-Z, +Z)
 LATERAL_ROUTES = ("east", "west")
 # a car is too wide for the cross walkway; a cart moving away would hide behind its pusher
-OBJECT_ROUTES = {"car": LATERAL_ROUTES, "cart": ("east", "west", "toward")}
+OBJECT_ROUTES = {"car": LATERAL_ROUTES, "cart": ("east", "west", "toward"), "slow-cart": ("east", "west", "toward")}
+# not taken: the route whose object would come into view (enter) or leave it (exit) at the top edge when its slot
+# opens or closes; far away there, it is a few pixels tall and easily hidden for the whole slot
+TOP_EDGE_ROUTE = {"enter": "toward", "exit": "away"}
 
 # Normal pedestrians
 WALK_SPEED_MEAN, WALK_SPEED_SD = 1.35, 0.15  # m/s
 WALK_SPEED_RANGE = (1.0, 1.7)
-WALKER_RATE_PER_S = 0.07  # arrivals per second on each route
+WALKER_RATE_PER_S = 0.07  # arrivals per second on each route, at crowd density 1 (about 6 people in view)
+DENSITY_RANGE = (0.5, 6.0)  # each video's crowd density, log-uniform: about 3 to 40 people in view
+CROWDED_DENSITY_RANGE = (4.5, 6.0)  # the crowd density of a video holding a kind in CROWDED_KINDS
 PAIR_PROBABILITY = 0.3  # an arrival is two people walking side by side
 PAIR_SPACING_M = 0.6
 LANE_MARGIN_M = 0.6  # walkers keep this far inside the walkway's edges
@@ -65,7 +80,15 @@ FLAIL_ARM_AMP = 1.5
 PEDAL_M_PER_TURN = 4.5  # a bicycle moves this far per pedal revolution
 
 # Anomalies
-SPEED_RANGE = {"bicycle": (4.0, 5.5), "cart": (1.1, 1.5), "car": (2.5, 4.0), "running": (3.5, 5.0)}
+SPEED_RANGE = {
+    "bicycle": (4.0, 5.5),
+    "cart": (1.1, 1.5),
+    "car": (2.5, 4.0),
+    "running": (3.5, 5.0),
+    "slow-bicycle": WALK_SPEED_RANGE,
+    "skateboard": (1.3 * WALK_SPEED_MEAN, 2.0 * WALK_SPEED_MEAN),
+    "slow-cart": (0.6, 1.1),
+}
 RUN_FLAG_SPEED = 2.2  # faster than any normal walker (WALK_SPEED_RANGE): running
 RUN_SECONDS = (3.0, 8.0)
 RAMP_STEPS = 4  # steps to speed up into a run or slow down out of it
@@ -82,6 +105,9 @@ SLOT_SLACK_STEPS = 3  # behavioural anomalies end this many steps before their s
 PUSH_DISTANCE_M = 1.25  # a cart's pusher walks this far behind the cart's centre
 PUSH_ARM_OFFSET = 0.9  # and holds the arms forward at this angle
 PUSH_ARM_AMP = 0.05
+SKATE_PUSH_S = 0.8  # a skater's push of one foot lasts this long
+SKATE_GLIDE_S = (2.0, 5.0)  # and the skater glides this long between pushes
+SKATE_ARM_OFFSET, SKATE_ARM_AMP = 0.3, 0.0  # a skater holds the arms slightly forward, still
 
 
 class Path:
@@ -125,7 +151,7 @@ class Track:
 class Actor:
     """Something that moves through the scene: a body type, a look, a track and, for anomalies, its event."""
 
-    body: str  # "person", "bicycle", "cart", "car"
+    body: str  # "person", "bicycle", "skateboard", "cart", "car"
     look: PersonLook | VehicleLook
     track: Track
     phase0: float = 0.0
@@ -133,7 +159,8 @@ class Actor:
     kind: str | None = None  # the anomaly kind when flagged
     flail: bool = False  # flails its arms while flagged (erratic)
     arm_offset: float = 0.0
-    arm_amp: float | None = None  # fixed arm swing (pushers); None: from the speed
+    arm_amp: float | None = None  # fixed arm swing (pushers, skaters); None: from the speed
+    push: np.ndarray | None = None  # skaters: per step of the track, how far (0..1) through a push of one foot
 
     def __post_init__(self) -> None:
         per_cycle = PEDAL_M_PER_TURN if self.body == "bicycle" else STRIDE_BASE_M + STRIDE_PER_SPEED * self.track.speed
@@ -161,6 +188,7 @@ class Actor:
             lean=LEAN_PER_SPEED * max(0.0, speed - LEAN_FROM_SPEED),
             flail=flail,
             arm_offset=self.arm_offset,
+            push=0.0 if self.push is None else float(self.push[i]),
         )
 
 
@@ -233,11 +261,11 @@ def person_look(rng: np.random.Generator) -> PersonLook:
     )
 
 
-def vehicle_look(rng: np.random.Generator, kind: str) -> VehicleLook:
-    body = _tone(rng, VEHICLE_TONES)
-    top = float(np.clip(body * LID_CONTRAST + LID_OFFSET, 0.0, 255.0))
-    rider = person_look(rng) if kind == "bicycle" else None
-    return VehicleLook(body=body, dark=_tone(rng, DARK_TONES), top=top, rider=rider)
+def vehicle_look(rng: np.random.Generator, body: str) -> VehicleLook:
+    tone = _tone(rng, VEHICLE_TONES)
+    top = float(np.clip(tone * LID_CONTRAST + LID_OFFSET, 0.0, 255.0))
+    rider = person_look(rng) if body in ("bicycle", "skateboard") else None
+    return VehicleLook(body=tone, dark=_tone(rng, DARK_TONES), top=top, rider=rider)
 
 
 def walk_speed(rng: np.random.Generator) -> float:
@@ -259,6 +287,12 @@ def walker(rng: np.random.Generator, camera: Camera, route: str, lane: float, en
     return Actor("person", person_look(rng), track, phase0=float(rng.uniform(0, 2 * np.pi)))
 
 
+def draw_density(rng: np.random.Generator, crowded: bool) -> float:
+    """A video's crowd density (the factor on WALKER_RATE_PER_S), log-uniform over its range."""
+    lo, hi = CROWDED_DENSITY_RANGE if crowded else DENSITY_RANGE
+    return float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+
+
 def warmup_steps(camera: Camera) -> int:
     """Steps the slowest walker needs for the longest route: traffic starts this early to fill the scene."""
     longest = max(
@@ -268,10 +302,12 @@ def warmup_steps(camera: Camera) -> int:
     return _steps_to_cover(longest, WALK_SPEED_RANGE[0]) + 1
 
 
-def spawn_traffic(rng: np.random.Generator, camera: Camera, layout: Layout, first: int, last: int) -> list[Actor]:
+def spawn_traffic(
+    rng: np.random.Generator, camera: Camera, layout: Layout, first: int, last: int, density: float
+) -> list[Actor]:
     """Pedestrians (alone or in pairs) arriving at random on every route, alive at some step in [first, last]."""
     actors = []
-    rate_per_step = WALKER_RATE_PER_S * DT
+    rate_per_step = WALKER_RATE_PER_S * density * DT
     for route in ROUTES:
         t = float(first - warmup_steps(camera))
         while True:
@@ -305,18 +341,26 @@ def build_event(
 
 
 def _object(kind: str, event: int, slot: Slot, rng, camera: Camera, layout: Layout) -> list[Actor]:
-    routes = OBJECT_ROUTES.get(kind, ROUTES)
+    """An object crossing the whole view at constant speed. A cart comes with the person pushing it (a normal
+    actor); a skater's pushes move a foot, not the speed."""
+    body = OBJECT_BODY.get(kind, kind)
+    routes = [r for r in OBJECT_ROUTES.get(kind, ROUTES) if r != TOP_EDGE_ROUTE[slot.mode]]
     route = routes[int(rng.integers(len(routes)))]
-    lane = draw_lane(route, layout, rng, CAR_LANE_MARGIN_M if kind == "car" else LANE_MARGIN_M)
+    lane = draw_lane(route, layout, rng, CAR_LANE_MARGIN_M if body == "car" else LANE_MARGIN_M)
     speed = float(rng.uniform(*SPEED_RANGE[kind]))
-    path = route_path(route, lane, camera, kind)
+    path = route_path(route, lane, camera, body)
     n = _steps_to_cover(path.length, speed) + 1
-    # enter: off-screen at the slot's first step; exit: back off-screen at its stop step
-    start = slot.first if slot.mode == "enter" else slot.stop - (n - 1)
     s = np.minimum(speed * DT * np.arange(n), path.length)
+    pos = path.at(s)[0]
+    seen = np.flatnonzero(on_screen(camera, body, pos[:, 0], pos[:, 1]))
+    # enter: comes into view at the slot's first step; exit: out of view from its stop step on
+    start = slot.first - int(seen[0]) if slot.mode == "enter" else slot.stop - 1 - int(seen[-1])
     track = _progress_track(path, start, s, np.ones(n, bool))
-    actors = [Actor(kind, vehicle_look(rng, kind), track, event=event, kind=kind)]
-    if kind == "cart":
+    actor = Actor(body, vehicle_look(rng, body), track, event=event, kind=kind)
+    if body == "skateboard":
+        actor.arm_offset, actor.arm_amp, actor.push = SKATE_ARM_OFFSET, SKATE_ARM_AMP, _push_progress(n, rng)
+    actors = [actor]
+    if body == "cart":
         extra = _steps_to_cover(PUSH_DISTANCE_M + EXTENT["person"][0] + PATH_MARGIN_M, speed) + 1
         s_pusher = speed * DT * np.arange(n + extra) - PUSH_DISTANCE_M
         pusher = _progress_track(path, start, s_pusher)
@@ -324,6 +368,17 @@ def _object(kind: str, event: int, slot: Slot, rng, camera: Camera, layout: Layo
             Actor("person", person_look(rng), pusher, arm_offset=PUSH_ARM_OFFSET, arm_amp=PUSH_ARM_AMP)
         )
     return actors
+
+
+def _push_progress(n: int, rng) -> np.ndarray:
+    """Per step of a skater's track: how far (0..1) through a push of one foot, 0 while gliding."""
+    push_steps = int(round(SKATE_PUSH_S * FPS))
+    progress = np.zeros(n)
+    t = int(rng.uniform(0.0, SKATE_GLIDE_S[1]) * FPS)
+    while t < n:
+        progress[t : t + push_steps] = (np.arange(push_steps) + 1.0)[: n - t] / (push_steps + 1)
+        t += push_steps + int(rng.uniform(*SKATE_GLIDE_S) * FPS)
+    return progress
 
 
 def _anchor(path: Path, rng) -> float:

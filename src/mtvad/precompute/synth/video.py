@@ -1,4 +1,4 @@
-"""One video: its plan (length, anomaly slots, recording glitch), its cast of actors, and its frames."""
+"""One video: its plan (length, crowd density, anomaly slots, recording glitch), its cast of actors, and its frames."""
 
 from __future__ import annotations
 
@@ -39,6 +39,7 @@ class VideoPlan:
     name: str  # "Train001", "Test001"
     split: str  # "train" or "test"
     steps: tuple[int, ...]  # simulation step shown by each frame
+    density: float  # crowd density: the factor on the walkers' arrival rate (motion.WALKER_RATE_PER_S)
     events: tuple[EventPlan, ...] = ()
     glitch_frames: tuple[int, ...] = ()  # 0-based frames that follow a skipped stretch of the recording
 
@@ -51,11 +52,13 @@ class VideoPlan:
         return Slot(self.steps[event.first], stop, event.mode)
 
 
-def plan_train(name: str, n_frames: int) -> VideoPlan:
-    return VideoPlan(name, "train", tuple(range(n_frames)))
+def plan_train(name: str, n_frames: int, density: float) -> VideoPlan:
+    return VideoPlan(name, "train", tuple(range(n_frames)), density)
 
 
-def plan_test(name: str, n_frames: int, kinds: list[str], rng: np.random.Generator, glitch: bool) -> VideoPlan:
+def plan_test(
+    name: str, n_frames: int, density: float, kinds: list[str], rng: np.random.Generator, glitch: bool
+) -> VideoPlan:
     """One or two anomaly events, separated by normal frames; optionally a glitch among the normal frames."""
     if len(kinds) == 2:
         cut = int(round(rng.uniform(*TWO_EVENT_CUT) * n_frames))
@@ -81,12 +84,12 @@ def plan_test(name: str, n_frames: int, kinds: list[str], rng: np.random.Generat
         frame = int(free[int(rng.integers(len(free)))])
         steps = steps + int(rng.integers(*GLITCH_SKIP_STEPS)) * (steps >= frame)
         glitches = (frame,)
-    return VideoPlan(name, "test", tuple(int(s) for s in steps), events, glitches)
+    return VideoPlan(name, "test", tuple(int(s) for s in steps), density, events, glitches)
 
 
 def cast(plan: VideoPlan, rng: np.random.Generator, camera: Camera, layout: Layout) -> list[Actor]:
     """Normal traffic over the whole video, then the actors of each anomaly event (labels 1, 2, ...)."""
-    actors = spawn_traffic(rng, camera, layout, plan.steps[0], plan.steps[-1])
+    actors = spawn_traffic(rng, camera, layout, plan.steps[0], plan.steps[-1], plan.density)
     for number, event in enumerate(plan.events, 1):
         actors.extend(build_event(event.kind, number, plan.slot(event), rng, camera, layout))
     return actors
