@@ -53,7 +53,8 @@ def test_sum_and_patch_max_by_hand_on_an_8x8_map():
     assert r["sum"] == 3 + 4 + 2.5
     assert r["patch-max"] == 4.0  # the 2x2 patch with the largest sum, not the largest pixel
     # spread thinly over the whole frame the same total gives a small patch max (background noise)
-    assert _reduce(np.full((8, 8), 9.5 / 64)) == pytest.approx({"sum": 9.5, "foreground": 9.5, "patch-max": 9.5 / 16})
+    assert _reduce(np.full((8, 8), 9.5 / 64)) == pytest.approx({"sum": 9.5, "foreground": 9.5, "patch-max": 9.5 / 16,
+                                                                "object-mean": 9.5 / 64, "object-sum": 9.5})
 
 
 def test_patch_edges_split_any_side_into_four_near_equal_patches():
@@ -77,6 +78,36 @@ def test_foreground_ignores_background_noise():
     assert b["sum"] > a["sum"] + 10  # the sum grows with the background noise, the foreground sum does not
 
 
+def test_object_scores_by_hand_the_unusual_object_wins_however_many_walk_beside_it():
+    # a 50x50 map: MIN_OBJECT_SHARE (4e-4) of it is 1 pixel, so every object counts
+    m, fg = np.zeros((50, 50)), np.zeros((50, 50), bool)
+    fg[10:14, 10:12] = True  # a walker: 8 pixels of 0.5 (mean 0.5, sum 4)
+    m[10:14, 10:12] = 0.5
+    fg[30:36, 30:34] = True  # the unusual object: 24 pixels, mean 2 (half of 1, half of 3), sum 48
+    m[30:33, 30:34], m[33:36, 30:34] = 1.0, 3.0
+    m[0, 40] = 9.0  # a hot pixel off the foreground: no object, no score
+    alone = _reduce(m, fg)
+    assert alone["object-mean"] == pytest.approx(2.0) and alone["object-sum"] == pytest.approx(48.0)
+    crowd_m, crowd_fg = m.copy(), fg.copy()
+    for k in range(6):  # six more walkers, apart from each other: the sums grow, the object scores do not
+        crowd_fg[2 + 7 * k:6 + 7 * k, 44:46] = True
+        crowd_m[2 + 7 * k:6 + 7 * k, 44:46] = 0.5
+    crowd = _reduce(crowd_m, crowd_fg)
+    assert crowd["object-mean"] == alone["object-mean"] and crowd["object-sum"] == alone["object-sum"]
+    assert crowd["foreground"] == pytest.approx(alone["foreground"] + 6 * 4)
+    # a well-predicted walker (map 0) touching the unusual object merges with it: 24 + 8 pixels, mean 48 / 32
+    fg[26:30, 30:32] = True
+    assert _reduce(m, fg)["object-mean"] == pytest.approx(48 / 32)
+    assert _reduce(np.ones((50, 50)), np.zeros((50, 50), bool))["object-mean"] == 0.0  # no object: 0
+
+
+def test_objects_below_the_smallest_object_size_are_dropped():
+    m, fg = np.zeros((100, 100)), np.zeros((100, 100), bool)  # 4e-4 of 10,000 pixels: 4 pixels at least
+    fg[0, 0:3], m[0, 0:3] = True, 5.0  # 3 pixels: too small
+    fg[50:52, 50:52], m[50:52, 50:52] = True, 1.0  # 4 pixels: an object
+    assert _reduce(m, fg)["object-mean"] == 1.0 and _reduce(m, fg)["object-sum"] == 4.0
+
+
 def test_teacher_foreground_is_seg_or_flow_above_one_pixel_and_any_pixel_under_a_coarser_one():
     seg = np.zeros((1, 4, 4), np.uint8)
     flow = np.zeros((1, 4, 4), np.float32)
@@ -98,10 +129,18 @@ def test_each_branch_says_where_its_student_predicts_an_object():
 
 
 def _by_hand(m, fg):
-    """(sum, foreground, patch-max) of (n, H, W) maps with numpy: H, W multiples of 4 here."""
+    """{reduction: (n,)} of (n, H, W) maps with numpy, H, W multiples of 4 here; objects one by one as masks."""
+    from scipy import ndimage
+
     n, h, w = m.shape
     patches = m.reshape(n, 4, h // 4, 4, w // 4).sum(axis=(2, 4)).reshape(n, 16)
-    return m.sum(axis=(1, 2)), (m * fg).sum(axis=(1, 2)), patches.max(axis=1)
+    means, sums = np.zeros(n), np.zeros(n)
+    for t in range(n):
+        labels, k = ndimage.label(fg[t], structure=np.ones((3, 3)))
+        for obj in (labels == i for i in range(1, k + 1)):  # every object counts at 16x16 (4e-4 x 256 < 1)
+            means[t], sums[t] = max(means[t], m[t][obj].mean()), max(sums[t], m[t][obj].sum())
+    return {"sum": m.sum(axis=(1, 2)), "foreground": (m * fg).sum(axis=(1, 2)), "patch-max": patches.max(axis=1),
+            "object-mean": means, "object-sum": sums}
 
 
 def test_controls_by_hand_on_a_tiny_store(tmp_path):
@@ -115,7 +154,7 @@ def test_controls_by_hand_on_a_tiny_store(tmp_path):
             "foreground_area": (seg > 0).astype(np.float64)}
     for name, m in maps.items():
         reduced, valid = out[name]
-        expected = dict(zip(("sum", "foreground", "patch-max"), _by_hand(m, fg)))
+        expected = _by_hand(m, fg)
         first = 0 if name == "foreground_area" else 1  # frame 0 has no flow
         assert valid.tolist() == [t >= first for t in range(6)], name
         for r in REDUCTIONS:
@@ -137,16 +176,16 @@ def test_the_scores_file_holds_every_row_under_every_reduction(paths):
     assert {f"{row}@{r}" for row in sf.rows for r in REDUCTIONS} <= set(group.array_keys())
     video = store.video("test", "02")
     seg, flow = video.seg(), video.flow_mag()
-    expected = dict(zip(("sum", "foreground", "patch-max"), _by_hand(flow * (seg > 0), (seg > 0) | (flow > 1))))
+    expected = _by_hand(flow * (seg > 0), (seg > 0) | (flow > 1))
     for r in REDUCTIONS:  # a control, read back
         s, v = sf.row("test", "02", "masked_flow", r)
         assert np.allclose(s[1:], expected[r][1:], rtol=1e-6) and np.isnan(s[0]) and not v[0]
     for b in ("appearance", "motion"):  # the branch reductions of the stored maps (float16)
         m = sf.map("test", "02", b).astype(np.float64)
         _, valid = sf.row("test", "02", b)
-        total, _, pmax = _by_hand(np.nan_to_num(m), np.ones_like(m, bool))
-        assert np.allclose(sf.row("test", "02", b, "sum")[0][valid], total[valid], rtol=2e-3)
-        assert np.allclose(sf.row("test", "02", b, "patch-max")[0][valid], pmax[valid], rtol=2e-3)
+        by_hand = _by_hand(np.nan_to_num(m), np.ones_like(m, bool))
+        assert np.allclose(sf.row("test", "02", b, "sum")[0][valid], by_hand["sum"][valid], rtol=2e-3)
+        assert np.allclose(sf.row("test", "02", b, "patch-max")[0][valid], by_hand["patch-max"][valid], rtol=2e-3)
 
 
 def _prediction(store, ckpt_path, vid, t):

@@ -17,6 +17,12 @@ option (`Reduction`), computed in one pass from the same maps:
 - `patch-max`: the largest of the per-patch sums of the map over a fixed 4 x 4 grid (`PATCH_GRID`; the loss's
   own grid, paper Eq. 6, fixed a priori). Patch edges are `round(linspace(0, n, 5))` along each axis: equal
   patches when the side is a multiple of 4 (the loss requires it), near-equal otherwise.
+- `object-mean` and `object-sum`: per object, then the maximum over the frame's objects, as the object-centric
+  methods of the field score a frame (AI-VAD takes the max over objects): the objects are the connected regions
+  (8-connected) of the same FOREGROUND, those smaller than `MIN_OBJECT_SHARE` of the map dropped (the movers
+  teacher's own smallest blob, fixed a priori); an object's score is the mean of the map over it (`object-mean`)
+  or its sum (`object-sum`). One unusual object among thirty walkers keeps its own score, however many walk
+  beside it. A frame with no object scores 0.
 
 Teacher-only controls (rows beside the branches; no student, smoothed and calibrated like the branches, never
 fused), each reduced with the SAME reductions as the branches (a control must be reduced as the branch it
@@ -29,6 +35,7 @@ controls), from the store's maps at store resolution:
 
 from __future__ import annotations
 
+import math
 from itertools import pairwise
 from typing import Literal, get_args
 
@@ -36,15 +43,18 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-Reduction = Literal["sum", "foreground", "patch-max"]
+Reduction = Literal["sum", "foreground", "patch-max", "object-mean", "object-sum"]
 REDUCTIONS: tuple[str, ...] = get_args(Reduction)
 REDUCTION_LABELS = {
     "sum": "sum over the whole map (Eq. 4 as written)",
     "foreground": "sum over foreground pixels (teacher seg > 0 or teacher flow > 1 px/frame, or the student "
                   "predicts an object)",
     "patch-max": "max over a 4x4 grid (Eq. 6's) of the per-patch sums",
+    "object-mean": "max over the foreground's objects (connected regions) of the map's mean over each",
+    "object-sum": "max over the foreground's objects (connected regions) of the map's sum over each",
 }
 PATCH_GRID = 4  # the loss's grid (paper Eq. 6: 16 patches), fixed a priori
+MIN_OBJECT_SHARE = 4e-4  # smallest object of the object reductions, a share of the map (motion-shapes' min_area)
 FLOW_FOREGROUND_PX = 1.0  # teacher flow magnitude (store px/frame) above which a pixel is moving foreground
 
 CONTROLS: tuple[str, ...] = ("raw_flow", "masked_flow", "foreground_area")
@@ -80,13 +90,33 @@ def patch_sums(maps: torch.Tensor, grid: int = PATCH_GRID) -> torch.Tensor:
                         for x0, x1 in pairwise(xs)], dim=1)
 
 
+def object_scores(amap: np.ndarray, foreground: np.ndarray) -> tuple[float, float]:
+    """(largest object mean, largest object sum) of one (h, w) map over the objects of its (h, w) bool
+    `foreground`: its 8-connected regions of at least MIN_OBJECT_SHARE of the map; (0, 0) without any."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(foreground, structure=np.ones((3, 3), bool))
+    if n == 0:
+        return 0.0, 0.0
+    area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
+    total = np.bincount(labels.ravel(), weights=amap.ravel(), minlength=n + 1)[1:]
+    keep = area >= max(1, math.ceil(MIN_OBJECT_SHARE * amap.size))
+    if not keep.any():
+        return 0.0, 0.0
+    return float((total[keep] / area[keep]).max()), float(total[keep].max())
+
+
 def reduce_maps(maps: torch.Tensor, foreground: torch.Tensor) -> dict[str, np.ndarray]:
     """{reduction: float64 (B,)} of (B, h, w) maps; `foreground` a (B, h, w) bool mask (the `foreground`
-    reduction sums the map there only). NaN pixels are not expected (valid frames only)."""
+    reduction sums the map there only, the object reductions take its connected regions as the objects). NaN
+    pixels are not expected (valid frames only)."""
     m = maps.double()
+    objects = np.array([object_scores(a, f) for a, f in zip(m.cpu().numpy(), foreground.cpu().numpy())],
+                       np.float64).reshape(-1, 2)
     return {"sum": m.sum(dim=(1, 2)).cpu().numpy(),
             "foreground": (m * foreground).sum(dim=(1, 2)).cpu().numpy(),
-            "patch-max": patch_sums(m).amax(dim=1).cpu().numpy()}
+            "patch-max": patch_sums(m).amax(dim=1).cpu().numpy(),
+            "object-mean": objects[:, 0], "object-sum": objects[:, 1]}
 
 
 def teacher_foreground(seg: np.ndarray | torch.Tensor, flow: np.ndarray | torch.Tensor) -> torch.Tensor:
