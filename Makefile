@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 DATASET ?= ped2
 DATA    ?= data/$(DATASET)
 STORE   ?= stores/$(DATASET).zarr
-PRESET  ?= cpu
+PRESET  ?= cpu-motion
 WORKERS ?=
 PYTEST_ARGS ?=
 
@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 help:
 	@echo "make demo        synthetic dataset -> store -> train both students (small) -> score -> report -> AUC table"
 	@echo "make test        run the test suite"
-	@echo "make precompute  DATASET=ped2 DATA=path/to/ped2 [STORE=stores/ped2.zarr] [PRESET=cpu] [WORKERS=2]"
+	@echo "make precompute  DATASET=ped2 DATA=path/to/ped2 [STORE=stores/ped2.zarr] [PRESET=cpu-motion] [WORKERS=2]"
 	@echo "make bench       throughput, overhead, scaling, storage and memory, and a 720p H.264 clip it writes (needs ../shared)"
 	@echo "make bench-teachers  teacher quality on real Ped2 (needs ../shared and STORE=stores/ped2.zarr)"
 	@echo "make bench-ped2  the whole method on real Ped2 with the cpu recipe: training samples/s, time to beat the controls, scoring frames/s, AUC (needs ../shared; about an hour)"

@@ -1,6 +1,6 @@
 """Teacher quality on real footage (needs ../shared): `make bench-teachers`.
 
-Two sections (`--section motion|classes|all`).
+Three sections (`--section motion|classes|objects|all`).
 
 **motion** (needs only ../shared/data/ped2): the model-free segmentation teachers as masks of what moves, at
 the store resolution 256x256, with Farneback flow (the flow teacher's defaults) computed here on the same
@@ -35,6 +35,21 @@ segmentation teachers, at the store resolution, on Ped2:
 Depth teachers: Spearman correlation, over the foreground blobs of training frames, between a blob's
 height in pixels (a person-size cue: nearer people are taller) and its mean predicted depth.
 
+**objects** (needs ../shared/data/ped2 and the DeepLab file in ../shared/models): the class-aware movers teacher
+(`motion-classes`, the `cpu-classes` preset) and the variants its defaults were chosen from, on `--frames`
+frames per video (from frame 1, evenly spaced), after the same dataset-level fit as `motion-shapes`:
+- class shares of the moving training pixels (> 1 px/frame, inside the mask): Ped2's training videos hold only
+  walkers, so the share called "person" is the teacher's hit rate on normal objects and every other named class
+  is a false alarm the appearance student must learn as normal;
+- class shares of the anomaly pixels of test videos 01-06 (inside the mask; pixels the mask misses apart) and
+  of their normal moving pixels;
+- frames/s of the teacher's call (one thread, its own flow and blobs included).
+The variants: the crop's size (`crop_scale` x the object's longer side, at least `min_crop`), the vote's
+threshold (`min_class_prob`), and DeepLab on 257x257 tiles of the whole frame upscaled 3x with the same vote
+per object. The defaults are the variant with the largest "person" share minus "other named" share of the
+moving training pixels (hits minus false alarms on normal objects: a training-only criterion); the test
+columns are reported, not used.
+
 Nothing here is fitted or chosen on test labels: every teacher runs with its defaults.
 """
 
@@ -54,6 +69,7 @@ from mtvad.precompute.teachers.base import Teacher, fit_indices
 from mtvad.precompute.teachers.deeplab import OBJECT_ID, DeepLabSegmentation
 from mtvad.precompute.teachers.farneback import Farneback
 from mtvad.precompute.teachers.ground_plane import GroundPlaneDepth
+from mtvad.precompute.teachers.motion_classes import MotionClassSegmentation, vote
 from mtvad.precompute.teachers.motion_seg import MotionShapeSegmentation
 from mtvad.precompute.teachers.pydnet import PyDNetDepth
 from mtvad.store.access import open_store
@@ -219,12 +235,12 @@ def main() -> None:
     import cv2
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--section", choices=("all", "motion", "classes"), default="all")
+    parser.add_argument("--section", choices=("all", "motion", "classes", "objects"), default="all")
     parser.add_argument("--ped2", type=Path, default=SHARED / "data" / "ped2")
     parser.add_argument("--models", type=Path, default=SHARED / "models")
     parser.add_argument("--store", type=Path, default=Path("stores/ped2.zarr"),
                         help="classes section: a store of the same footage built with the farneback flow teacher")
-    parser.add_argument("--frames", type=int, default=12, help="classes section: frames sampled per video")
+    parser.add_argument("--frames", type=int, default=12, help="classes and objects sections: frames per video")
     parser.add_argument("--step", type=int, default=2, help="motion section: every STEP-th frame")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
@@ -235,8 +251,103 @@ def main() -> None:
         print_motion(results["motion"])
     if args.section in ("all", "classes"):
         results.update(classes_section(args))
+    if args.section in ("all", "objects"):
+        results["objects"] = objects_section(args.ped2, args.models, args.frames)
+        print_objects(results["objects"])
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
+
+
+class TiledMotionClasses(MotionClassSegmentation):
+    """The movers of `motion-classes`, each classed by the same vote over DeepLab's logits of the whole frame
+    upscaled 3x and cut into tiles (`deeplab.py`), instead of a crop around it."""
+
+    def load(self) -> None:
+        super().load()
+        self._tiles = DeepLabSegmentation(model=self.params.model, upscale=3.0)
+        self._tiles.load()
+
+    def object_classes(self, frame, labels, stats):
+        logits = self._tiles.voc_logits(frame)
+        out = np.empty(len(stats), np.uint8)
+        for b in range(len(stats)):
+            voc = vote(logits[labels == b + 1], self.params.min_class_prob)
+            out[b] = OBJECT_ID if voc == 0 else self._deeplab.coco_ids(voc)
+        return out
+
+
+def object_candidates(models: Path, fit: dict) -> dict[str, Teacher]:
+    model = str(models / "deeplabv3_257_mv_gpu.tflite")
+    default = MotionClassSegmentation(fit=fit, model=model)
+    p = default.params
+    out: dict[str, Teacher] = {f"crop {p.crop_scale:g}x, min {p.min_crop} px, vote >= {p.min_class_prob:g} "
+                               "(defaults)": default}
+    for scale, smallest, prob in ((1.5, 32, 0.1), (3.0, 48, 0.1), (2.0, 32, 0.0)):
+        out[f"crop {scale:g}x, min {smallest} px, vote >= {prob:g}"] = MotionClassSegmentation(
+            fit=fit, model=model, crop_scale=scale, min_crop=smallest, min_class_prob=prob)
+    out[f"tiles of the frame upscaled 3x, vote >= {p.min_class_prob:g}"] = TiledMotionClasses(fit=fit, model=model)
+    return out
+
+
+def objects_section(ped2: Path, models: Path, frames_per_video: int, resolution=(256, 256)) -> dict:
+    """The objects section's numbers (see the module docstring)."""
+    dataset = open_dataset("ped2", ped2)
+    train = list(dataset.videos("train"))
+    test = [v for v in dataset.videos("test") if v.masks is not None]
+    fit = MotionShapeSegmentation().fit_dataset(train, resolution)  # the job's dataset-level stage
+    teachers = object_candidates(models, fit)
+    names = next(iter(teachers.values())).classes
+    flow_teacher = Farneback()
+    acc = {name: {"train_moving": {}, "anomaly": {}, "test_normal_moving": {}, "seconds": 0.0, "frames": 0}
+           for name in teachers}
+    for teacher in teachers.values():
+        teacher.load()
+    for video in train + test:
+        frames = resize_frames(video.read(0, video.n_frames), resolution)
+        idx = sample(video.n_frames, frames_per_video)
+        moving = np.stack([flow_teacher(frames[t - 1:t + 1], 1)["flow_mag"][0] for t in idx]) > MOVING_FAST
+        mask = resize_masks(video.read_masks(0, video.n_frames)[idx], resolution) if video.split == "test" else None
+        for name, teacher in teachers.items():
+            state = teacher.fit_video(frames[fit_indices(video.n_frames, teacher.fit_frames)])
+            t0 = time.perf_counter()
+            seg = np.concatenate([teacher(frames[t - 1:t + 1], 1, state)["seg"] for t in idx])
+            a = acc[name]
+            a["seconds"] += time.perf_counter() - t0
+            a["frames"] += len(idx)
+            parts = {"train_moving": moving} if mask is None else {"anomaly": mask, "test_normal_moving": moving & ~mask}
+            for part, where in parts.items():
+                for c, n in zip(*np.unique(seg[where], return_counts=True)):
+                    label = "missed (background)" if c == 0 else names.get(int(c), str(c))
+                    a[part][label] = a[part].get(label, 0) + int(n)
+        print(video.split, video.id, flush=True)
+    results = {"frames_per_video": frames_per_video, "flow_threshold": fit["flow_threshold"], "teachers": {}}
+    for name, a in acc.items():
+        shares = {}
+        for part in ("train_moving", "anomaly", "test_normal_moving"):
+            found = {k: v for k, v in a[part].items() if k != "missed (background)"}
+            total = max(sum(found.values()), 1)
+            shares[part] = dict(sorted(((k, v / total) for k, v in found.items()), key=lambda kv: -kv[1]))
+            shares[part + "_found"] = sum(found.values()) / max(sum(a[part].values()), 1)
+        results["teachers"][name] = {**shares, "fps": a["frames"] / a["seconds"]}
+    return results
+
+
+def print_objects(r: dict) -> None:
+    def top(shares: dict) -> str:
+        return ", ".join(f"{k} {100 * v:.0f}%" for k, v in list(shares.items())[:5])
+
+    print(f"\nobjects section: {r['frames_per_video']} frames per video; shares of the pixels the teacher marks")
+    print("\n| variant | moving training pixels: person / object / other named | top classes | "
+          "anomaly pixels 01-06: person / object / other named | top classes | normal moving test pixels: "
+          "person / object / other named | frames/s |\n|---|---|---|---|---|---|---|")
+    for name, t in r["teachers"].items():
+        cells = []
+        for part in ("train_moving", "anomaly", "test_normal_moving"):
+            s = t[part]
+            person, obj = s.get("person", 0.0), s.get("object", 0.0)
+            cells.append(f"{100 * person:.0f}% / {100 * obj:.0f}% / {100 * (1 - person - obj):.0f}%")
+        print(f"| {name} | {cells[0]} | {top(t['train_moving'])} | {cells[1]} | {top(t['anomaly'])} | {cells[2]} "
+              f"| {t['fps']:.1f} |")
 
 
 def classes_section(args) -> dict:

@@ -96,22 +96,3 @@ def test_normalise_per_frame_handles_constant_frames():
     d = np.stack([np.full((2, 2), 3.0), np.array([[1.0, 2.0], [3.0, 5.0]])])
     out = normalise_per_frame(d)
     assert np.all(out[0] == 0) and out[1].min() == 0 and out[1].max() == 1 and out[1, 0, 1] == 0.25
-
-
-def test_cpu_classes_preset_builds_a_store_with_coco_classes(tiny_ucsd, tmp_path, monkeypatch):
-    from mtvad.precompute.datasets import open_dataset
-    from mtvad.precompute.jobs import precompute
-    from mtvad.precompute.teachers import resolve_preset
-    from mtvad.store.access import open_store
-
-    monkeypatch.setenv("MTVAD_MODELS", str(shared_path("models")))
-    path = tmp_path / "s.zarr"
-    precompute(open_dataset("ped2", tiny_ucsd), str(path), resolve_preset("cpu-classes"), scheduler="inprocess",
-               resolution=(32, 40), chunk_frames=8, progress=False)
-    store = open_store(path)
-    store.require_complete()
-    assert store.classes[1] == "person" and store.classes[91] == "object"
-    assert store.teachers["seg"]["params"]["gate"] == "background" and "model" not in store.teachers["seg"]["params"]
-    assert store.teachers["seg"]["weights_sha256"].startswith("68a53978")
-    seg = store.video("test", "01").seg()
-    assert set(np.unique(seg)) <= set(store.classes) and (seg > 0).any()

@@ -17,6 +17,7 @@ import typer
 from mtvad.cli.common import ProgressFlag, parse_size
 from mtvad.console import clean_errors, console, stdout, styled
 from mtvad.errors import VadError
+from mtvad.precompute.teachers import DEFAULT_PRESET
 
 app = typer.Typer()
 
@@ -53,7 +54,7 @@ def precompute(
     data: Annotated[Path | None, typer.Option(help="dataset root folder", show_default="data/DATASET")] = None,
     store: Annotated[str | None, typer.Option(help="store path or fsspec URL",
                                                  show_default="stores/DATASET.zarr")] = None,
-    preset: Annotated[str, typer.Option(help="teacher preset (see `vad teachers`)")] = "cpu",
+    preset: Annotated[str, typer.Option(help="teacher preset (see `vad teachers`)")] = DEFAULT_PRESET,
     resolution: Annotated[str, typer.Option(help="store resolution, SIZE or HEIGHTxWIDTH (paper: 256)")] = "256",
     chunk_frames: Annotated[int, typer.Option(min=1, help="frames per chunk = frames per task")] = 16,
     workers: Annotated[int | None, typer.Option(min=1, help="local Dask worker processes",
@@ -125,24 +126,33 @@ def teachers() -> None:
     from rich.table import Table
 
     with heavy_half("teachers"):
-        from mtvad.precompute.teachers import PRESETS, TEACHERS, build_teacher
+        from mtvad.precompute.teachers import DEFAULT_PRESET, PRESETS, RECOMMENDED, TEACHERS, build_teacher
         from mtvad.precompute.teachers.base import Teacher
 
         table = Table(title="teachers")
         for col in ("name", "role", "version", "needs", "weights", "what it does"):
             table.add_column(col)
+        ready: dict[str, bool] = {}  # teacher name -> its weights are found (or it needs none)
         for name, cls in sorted(TEACHERS.items()):
             t = build_teacher(name)
             if hasattr(t, "locate_weights"):
                 found = t.locate_weights()
+                ready[name] = found.path is not None
                 weights = (styled(("found", "green"), f" {found.path}") if found.path is not None
                            else styled(("missing", "red"), f", expected at {found.expected}"))
             elif type(t).weights_path is Teacher.weights_path:
+                ready[name] = True
                 weights = "none needed"
             else:
+                ready[name] = False
                 weights = "?"  # a teacher that can only tell by resolving (which may download)
             table.add_row(name, t.role, t.version, "GPU" if t.needs_gpu else "CPU", weights, t.summary)
     out = stdout()
     out.print(table)
+    usable = {preset: all(ready[n] for n, _ in roles.values()) for preset, roles in PRESETS.items()}
     for preset, roles in PRESETS.items():
-        out.print(styled("preset ", (preset, "bold"), ": " + ", ".join(f"{r}={n}" for r, (n, _) in roles.items())))
+        out.print(styled("preset ", (preset, "bold"), ": " + ", ".join(f"{r}={n}" for r, (n, _) in roles.items())
+                         + ("" if usable[preset] else " (weights missing)")
+                         + (" (the default)" if preset == DEFAULT_PRESET else "")))
+    best = next(p for p in RECOMMENDED if usable[p])
+    out.print(styled("recommended here: ", (best, "bold"), f" ({RECOMMENDED[best]})"))

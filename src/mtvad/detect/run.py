@@ -33,13 +33,13 @@ from mtvad.console import console, warn
 from mtvad.detect.events import (DEFAULT_MERGE_GAP_S, DEFAULT_MIN_DURATION_S, Event, check_event_settings, clock,
                                  find_events)
 from mtvad.errors import VadError
+from mtvad.precompute.teachers import DEFAULT_PRESET
 from mtvad.scoring.postprocess import DEFAULT_QUANTILE
 from mtvad.students.config import UNET_STRIDE
 
 MARKER = "detect.json"
 FORMAT = "vad-detect"
 FORMAT_VERSION = 1
-DEFAULT_PRESET = "cpu-motion"  # the CPU preset the students beat their controls with on Ped2 (README, Results)
 STORE_SIDE = 256  # the paper's store resolution, as the longer side: the footage's aspect is kept
 SMOOTHING_SECONDS = 1.5  # the Savitzky-Golay window of `vad eval` (15 frames at 10 fps), in seconds
 HEAT_QUANTILE = 0.999  # a branch's map divided by this quantile of its values on frames below the threshold

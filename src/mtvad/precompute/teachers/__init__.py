@@ -1,9 +1,9 @@
 """Teacher registry and presets.
 
-A preset names one teacher per role. `cpu` needs no download and runs anywhere; `cpu-classes` adds
-classes from a small TFLite DeepLab model on a CPU; `cpu-motion` (no download either) finds moving objects
-with a background model and flow and gives them shape pseudo-classes fitted on the training videos
-(`motion_seg.py`); `paper` is the paper's teachers (Mask R-CNN on COCO, Farneback, MiDaS DPT-Hybrid), which
+A preset names one teacher per role. `cpu` needs no download and runs anywhere; `cpu-motion` (the default,
+no download either) finds moving objects with a background model and flow and gives them shape pseudo-classes
+fitted on the training videos (`motion_seg.py`); `cpu-classes` gives the same movers real classes from a small
+TFLite DeepLab model run on a crop around each (`motion_classes.py`); `paper` is the paper's teachers (Mask R-CNN on COCO, Farneback, MiDaS DPT-Hybrid), which
 need their weights (resolved in `mtvad.precompute.teachers.weights`; where to get them: docs/teachers.md,
 "Getting the weights") and run on a GPU where there is one.
 """
@@ -21,6 +21,7 @@ from mtvad.precompute.teachers.farneback import Farneback
 from mtvad.precompute.teachers.ground_plane import GroundPlaneDepth
 from mtvad.precompute.teachers.maskrcnn import MaskRCNN
 from mtvad.precompute.teachers.midas import Midas
+from mtvad.precompute.teachers.motion_classes import MotionClassSegmentation
 from mtvad.precompute.teachers.motion_seg import MotionShapeSegmentation
 from mtvad.precompute.teachers.pydnet import PyDNetDepth
 
@@ -33,18 +34,25 @@ def register(cls: type[Teacher]) -> type[Teacher]:
 
 
 for _cls in (Farneback, BackgroundSegmentation, GroundPlaneDepth, MaskRCNN, Midas, DeepLabSegmentation, PyDNetDepth,
-             MotionShapeSegmentation):
+             MotionShapeSegmentation, MotionClassSegmentation):
     register(_cls)
 
 # role -> (teacher name, parameters)
 PRESETS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     "cpu": {"seg": ("background", {}), "flow": ("farneback", {}), "depth": ("ground-plane", {})},
     "paper": {"seg": ("maskrcnn", {}), "flow": ("farneback", {}), "depth": ("midas", {})},
-    # class-aware on a CPU: background-model extents, DeepLab classes (needs the TFLite file and runtime)
-    "cpu-classes": {"seg": ("deeplab", {"gate": "background"}), "flow": ("farneback", {}),
-                    "depth": ("ground-plane", {})},
     # no download: movers found by background model + flow, K shape pseudo-classes fitted on the training videos
     "cpu-motion": {"seg": ("motion-shapes", {}), "flow": ("farneback", {}), "depth": ("ground-plane", {})},
+    # class-aware on a CPU: the movers of cpu-motion, each classed by DeepLab on a crop around it (needs the
+    # TFLite file and runtime); recommended where the file is
+    "cpu-classes": {"seg": ("motion-classes", {}), "flow": ("farneback", {}), "depth": ("ground-plane", {})},
+}
+DEFAULT_PRESET = "cpu-motion"  # needs no download; vad precompute's and vad detect's default
+# the preset to use where its weights are found, best first (`vad teachers` says which applies)
+RECOMMENDED = {
+    "paper": "the paper's teachers; a GPU for speed",
+    "cpu-classes": "the movers of cpu-motion with real classes from DeepLab: the appearance branch sees what moves",
+    "cpu-motion": "needs no download; shape pseudo-classes only: get deeplabv3_257_mv_gpu.tflite for cpu-classes",
 }
 
 
@@ -76,4 +84,4 @@ def loaded_teacher(name: str, params: dict[str, Any] | None = None) -> Teacher:
     return _LOADED[key]
 
 
-__all__ = ["ROLES", "PRESETS", "TEACHERS", "Teacher", "build_teacher", "loaded_teacher", "register", "resolve_preset"]
+__all__ = ["DEFAULT_PRESET", "RECOMMENDED", "ROLES", "PRESETS", "TEACHERS", "Teacher", "build_teacher", "loaded_teacher", "register", "resolve_preset"]

@@ -72,6 +72,10 @@ class DeepLabSegmentation(TFLiteTeacher):
     def fit_video(self, sample: np.ndarray):
         return self._gate.fit_video(sample) if self._gate else None
 
+    def coco_ids(self, voc: np.ndarray) -> np.ndarray:
+        """VOC class indices -> COCO category ids (uint8, 0 = background)."""
+        return self._lut[voc]
+
     def voc_logits(self, frame: np.ndarray) -> np.ndarray:
         """(H, W, 21) logits of one uint8 RGB frame, from overlapping tiles of the upscaled frame."""
         import cv2
@@ -90,7 +94,7 @@ class DeepLabSegmentation(TFLiteTeacher):
     def __call__(self, frames: np.ndarray, n_context: int, state=None) -> dict[str, np.ndarray]:
         frames = frames[n_context:]
         voc = np.stack([self.voc_logits(f).argmax(-1) for f in frames]).astype(np.uint8)
-        seg = self._lut[voc]
+        seg = self.coco_ids(voc)
         if self._gate is not None:
             seg = self._classify_blobs(self._gate(frames, 0, state)["seg"], seg)
         return {"seg": seg}

@@ -209,13 +209,18 @@ class MotionShapeSegmentation(Teacher):
             labels, stats = self._blobs(gray[t], mag, state, fit["flow_threshold"])
             if len(stats):
                 lut = np.zeros(len(stats) + 1, np.uint8)
-                lut[1:] = self.classify(stats)
+                lut[1:] = self.object_classes(frames[t], labels, stats)
                 seg[i] = lut[labels]
                 if self.params.halo:
                     seg[i] = self.add_halo(seg[i], mag, fit["flow_threshold"])
         return {"seg": seg}
 
     # ---- pieces ---------------------------------------------------------------------------------------
+    def object_classes(self, frame: np.ndarray, labels: np.ndarray, stats: np.ndarray) -> np.ndarray:
+        """The class id of each object blob of one frame (uint8 RGB `frame`, blob `labels` 1..m, `stats` rows):
+        here its shape pseudo-class."""
+        return self.classify(stats)
+
     def classify(self, stats: np.ndarray) -> np.ndarray:
         """Class ids 1..K of blobs given as rows (area, left, top, width, height)."""
         fit = self.params.fit
