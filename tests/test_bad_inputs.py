@@ -26,7 +26,7 @@ from tests.stores import make_store
 
 pytestmark = pytest.mark.slow
 
-FAST = ("--scheduler", "inprocess", "--resolution", "32", "--no-progress")  # precompute without Dask
+FAST = ("--scheduler", "inprocess", "--resolution", "32", "--preset", "cpu", "--no-progress")  # precompute: no Dask
 
 
 # ------------------------------------------------------------------------------------------------ the checks
@@ -242,7 +242,7 @@ def _truncated_jpeg(tmp: Path):
     frame.write_bytes(frame.read_bytes()[: frame.stat().st_size // 2])
     # the local Dask scheduler: the worker's report of the failed task must not reach the terminal
     return ["precompute", "folder", "--data", "data", "--store", "s.zarr", "--resolution", "32", "--workers", "1",
-            "--no-progress"], "003.jpg"
+            "--preset", "cpu", "--no-progress"], "003.jpg"
 
 
 def _scores(paths, command: str, damage: Callable[[Path], None]):

@@ -488,7 +488,7 @@ def test_precompute_of_a_truncated_video_is_one_error_line_and_writes_no_store(t
     cut_bytes(write_textured_avi(tmp_path / "data" / "train" / "cam.avi", 20), 0.5)
     before = (tmp_path / "data" / "train" / "cam.avi").read_bytes()
     result = run_vad("precompute", "folder", "--data", str(tmp_path / "data"), "--store", str(tmp_path / "s.zarr"),
-                     "--resolution", "32", "--scheduler", "inprocess")
+                     "--resolution", "32", "--scheduler", "inprocess", "--preset", "cpu")
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "cam.avi" in lines[0], result.stderr

@@ -154,7 +154,7 @@ def test_killed_run_resumes_to_the_arrays_of_an_uninterrupted_run(tmp_path):
     build(data, reference, scheduler="inprocess", resolution=(96, 128), chunk_frames=2)
     path = tmp_path / "killed.zarr"
     cmd = [sys.executable, "-m", "mtvad", "precompute", "ped2", "--data", str(data), "--store", str(path),
-           "--resolution", "96x128", "--chunk-frames", "2", "--workers", "2", "--no-progress"]
+           "--resolution", "96x128", "--chunk-frames", "2", "--workers", "2", "--preset", "cpu", "--no-progress"]
     proc = subprocess.Popen(cmd, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     done_at_kill = None
     deadline = time.monotonic() + 120
@@ -247,11 +247,11 @@ def test_cli_builds_and_vad_store_info_shows_it(tmp_path):
     data = write_moving_ucsd(tmp_path / "ped2", n_train=1, n_test=1, n_frames=6)
     store = tmp_path / "s.zarr"
     built = run_vad("precompute", "ped2", "--data", str(data), "--store", str(store), "--resolution", "32",
-                    "--scheduler", "inprocess")
+                    "--scheduler", "inprocess", "--preset", "cpu")
     assert built.returncode == 0, built.stderr
     assert "12 frames in 2 blocks of 2 videos" in built.stderr
     again = run_vad("precompute", "ped2", "--data", str(data), "--store", str(store), "--resolution", "32",
-                    "--scheduler", "inprocess")
+                    "--scheduler", "inprocess", "--preset", "cpu")
     assert "complete already" in again.stderr
     info = run_vad("store", "info", str(store))
     assert info.returncode == 0, info.stderr

@@ -135,7 +135,7 @@ def test_precompute_overwrite_refuses_in_one_line_before_computing_anything(tiny
     named = setup(path)
     before = snapshot(tmp_path)
     result = vad("precompute", "ped2", "--data", str(tiny_ucsd), "--store", str(path), "--overwrite",
-                 "--scheduler", "inprocess", "--resolution", "32", "--no-progress")
+                 "--scheduler", "inprocess", "--resolution", "32", "--preset", "cpu", "--no-progress")
     line = one_line_error(result)
     assert str(path) in line and named.split(" ")[0] in line and "nothing was deleted" in line
     assert snapshot(tmp_path) == before
