@@ -17,7 +17,7 @@ help:
 	@echo "make precompute  DATASET=ped2 DATA=path/to/ped2 [STORE=stores/ped2.zarr] [PRESET=cpu-motion] [WORKERS=2]"
 	@echo "make bench       throughput, overhead, scaling, storage and memory, and a 720p H.264 clip it writes (needs ../shared)"
 	@echo "make bench-teachers  teacher quality on real Ped2 (needs ../shared and STORE=stores/ped2.zarr)"
-	@echo "make bench-ped2  the whole method on real Ped2 with the cpu recipe: training samples/s, time to beat the controls, scoring frames/s, AUC (needs ../shared; about an hour)"
+	@echo "make bench-ped2  [PED2_PRESET=cpu-classes] the whole method on real Ped2 with the cpu recipe: training samples/s, time to beat the controls, scoring frames/s, AUC (needs ../shared; about an hour)"
 	@echo "make bench-reductions  AUC of every frame reduction x calibration x fusion [SCORES=... STORE=...] (default: the demo's)"
 
 install: $(VENV)/.installed
@@ -67,11 +67,13 @@ bench: install
 bench-teachers: install
 	$(BIN)/python benchmarks/bench_teachers.py --store $(STORE)
 
-# Ped2 end to end (benchmarks/ped2_result.py): cpu-motion store, `vad train` with the recipe's defaults, best.pt
-# scored, evaluated, reported; prints the training figures and the AUC table, writes OUT/ped2_result.json
-PED2_OUT ?= outputs/ped2
+# Ped2 end to end (benchmarks/ped2_result.py): a PED2_PRESET store, `vad train` with the recipe's defaults,
+# best.pt scored, evaluated, reported; prints the training figures and the AUC table, writes
+# OUT/ped2_result.json. PED2_PRESET=cpu-classes needs the DeepLab file (MTVAD_MODELS, docs/teachers.md)
+PED2_PRESET ?= cpu-motion
+PED2_OUT ?= outputs/ped2-$(PED2_PRESET)
 bench-ped2: install
-	$(BIN)/python benchmarks/ped2_result.py --store stores/ped2-motion.zarr --out $(PED2_OUT)
+	$(BIN)/python benchmarks/ped2_result.py --preset $(PED2_PRESET) --store stores/ped2-$(PED2_PRESET).zarr --out $(PED2_OUT)
 
 # every frame reduction x calibration x fusion of a scores file, controls beside (default: the demo's)
 SCORES ?= $(DEMO)/scores.zarr

@@ -314,7 +314,8 @@ def objects_section(ped2: Path, models: Path, frames_per_video: int, resolution=
             a = acc[name]
             a["seconds"] += time.perf_counter() - t0
             a["frames"] += len(idx)
-            parts = {"train_moving": moving} if mask is None else {"anomaly": mask, "test_normal_moving": moving & ~mask}
+            parts = ({"train_moving": moving} if mask is None
+                     else {"anomaly": mask, "test_normal_moving": moving & ~mask})
             for part, where in parts.items():
                 for c, n in zip(*np.unique(seg[where], return_counts=True)):
                     label = "missed (background)" if c == 0 else names.get(int(c), str(c))

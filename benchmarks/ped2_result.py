@@ -105,11 +105,12 @@ def main() -> None:
               "scoring_frames_per_s": {b: float(v) for b, v in rates.items()}, "results": results}
     (out / "ped2_result.json").write_text(json.dumps(record, indent=2) + "\n")
     fmt = lambda v: "-" if v is None else f"{v:.4f}"  # noqa: E731
-    print(f"\n| Ped2 test videos {', '.join(results['rows']['fused']['per_video_auc'])} | micro AUC | macro AUC "
-          "| EER | pixel AUC |\n|---|---|---|---|---|")
+    videos = list(results["rows"]["fused"]["per_video_auc"])
+    print(f"\n| Ped2 test videos {', '.join(videos)} ({results['reduction']}) | micro AUC | macro AUC | EER | "
+          f"pixel AUC | {' | '.join(videos)} |\n|---|---|---|---|---|" + "---|" * len(videos))
     for row, m in results["rows"].items():
         print(f"| {m['title']} | {fmt(m['micro_auc'])} | {fmt(m['macro_auc'])} | {fmt(m['eer'])} "
-              f"| {fmt(m.get('pixel_auc'))} |")
+              f"| {fmt(m.get('pixel_auc'))} | " + " | ".join(fmt(m["per_video_auc"].get(v)) for v in videos) + " |")
     print("\n| training (cpu recipe unless --size/--max-steps) | steps | samples/s | training time | first "
           "validation beating its controls | best.pt |\n|---|---|---|---|---|---|")
     for b, t in training.items():

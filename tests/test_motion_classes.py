@@ -122,7 +122,8 @@ def test_vad_teachers_recommends_cpu_classes_only_where_the_model_file_is(tmp_pa
     monkeypatch.setenv("MTVAD_MODELS", str(tmp_path / "none"))
     listing = CliRunner().invoke(app, ["teachers"])
     assert listing.exit_code == 0
-    assert "preset cpu-classes: seg=motion-classes, flow=farneback, depth=ground-plane (weights missing)" in listing.output
+    assert ("preset cpu-classes: seg=motion-classes, flow=farneback, depth=ground-plane (weights missing)"
+            in listing.output)
     assert "(the default)" in listing.output.split("preset cpu-motion")[1].splitlines()[0]
     assert "recommended here: cpu-motion" in listing.output
     monkeypatch.setenv("MTVAD_MODELS", str(shared_path("models")))

@@ -3,9 +3,10 @@
 A preset names one teacher per role. `cpu` needs no download and runs anywhere; `cpu-motion` (the default,
 no download either) finds moving objects with a background model and flow and gives them shape pseudo-classes
 fitted on the training videos (`motion_seg.py`); `cpu-classes` gives the same movers real classes from a small
-TFLite DeepLab model run on a crop around each (`motion_classes.py`); `paper` is the paper's teachers (Mask R-CNN on COCO, Farneback, MiDaS DPT-Hybrid), which
-need their weights (resolved in `mtvad.precompute.teachers.weights`; where to get them: docs/teachers.md,
-"Getting the weights") and run on a GPU where there is one.
+TFLite DeepLab model run on a crop around each (`motion_classes.py`); `paper` is the paper's teachers (Mask
+R-CNN on COCO, Farneback, MiDaS DPT-Hybrid), which need their weights (resolved in
+`mtvad.precompute.teachers.weights`; where to get them: docs/teachers.md, "Getting the weights") and run on a
+GPU where there is one.
 """
 
 from __future__ import annotations
@@ -84,4 +85,5 @@ def loaded_teacher(name: str, params: dict[str, Any] | None = None) -> Teacher:
     return _LOADED[key]
 
 
-__all__ = ["DEFAULT_PRESET", "RECOMMENDED", "ROLES", "PRESETS", "TEACHERS", "Teacher", "build_teacher", "loaded_teacher", "register", "resolve_preset"]
+__all__ = ["DEFAULT_PRESET", "RECOMMENDED", "ROLES", "PRESETS", "TEACHERS", "Teacher", "build_teacher",
+           "loaded_teacher", "register", "resolve_preset"]
