@@ -20,7 +20,10 @@ from mtvad.scoring.postprocess import PostConfig, fit_calibration, fuse, process
 from mtvad.scoring.reductions import (
     CONTROLS,
     REDUCTIONS,
+    UNCLASSIFIED,
     control_scores,
+    keys_to_size,
+    object_keys,
     patch_edges,
     reduce_maps,
     teacher_foreground,
@@ -101,6 +104,28 @@ def test_object_scores_by_hand_the_unusual_object_wins_however_many_walk_beside_
     assert _reduce(np.ones((50, 50)), np.zeros((50, 50), bool))["object-mean"] == 0.0  # no object: 0
 
 
+def test_touching_objects_of_two_classes_are_two_objects_and_coarse_maps_keep_small_ones():
+    m = np.zeros((1, 20, 20))
+    keys = np.zeros((1, 20, 20), np.uint8)
+    keys[0, 5:15, 2:10] = 1  # a crowd of persons, well predicted
+    keys[0, 5:15, 10:13] = 2  # a bicycle touching it, badly predicted
+    m[0, 5:15, 10:13] = 2.0
+    fg = keys > 0
+    t = lambda a: torch.as_tensor(a)  # noqa: E731
+    by_class = {k: float(v[0]) for k, v in reduce_maps(t(m), t(fg), t(keys)).items()}
+    assert by_class["object-mean"] == 2.0  # the bicycle alone, not diluted by the crowd beside it
+    assert _reduce(m[0], fg[0])["object-mean"] == pytest.approx(60 / 110)  # one class: one merged object
+    # to a coarser map: the nearest pixel's class, and a small object the nearest pixel misses stays, classless
+    seg = np.zeros((1, 8, 8), np.uint8)
+    seg[0, 0:4, 0:4] = 3
+    flow = np.zeros((1, 8, 8), np.float32)
+    flow[0, 5, 5] = 2.0  # one moving pixel, no class
+    keys8 = object_keys(seg, flow)
+    assert keys8[0, 5, 5] == UNCLASSIFIED and keys8[0, 0, 0] == 3 and keys8[0, 7, 7] == 0
+    small = keys_to_size(keys8, (4, 4))[0]
+    assert small[0:2, 0:2].tolist() == [[3, 3], [3, 3]] and small[2, 2] == UNCLASSIFIED and small[3, 3] == 0
+
+
 def test_objects_below_the_smallest_object_size_are_dropped():
     m, fg = np.zeros((100, 100)), np.zeros((100, 100), bool)  # 4e-4 of 10,000 pixels: 4 pixels at least
     fg[0, 0:3], m[0, 0:3] = True, 5.0  # 3 pixels: too small
@@ -128,17 +153,20 @@ def test_each_branch_says_where_its_student_predicts_an_object():
 # --------------------------------------------------------------------------------------------- controls
 
 
-def _by_hand(m, fg):
-    """{reduction: (n,)} of (n, H, W) maps with numpy, H, W multiples of 4 here; objects one by one as masks."""
+def _by_hand(m, fg, keys=None):
+    """{reduction: (n,)} of (n, H, W) maps with numpy, H, W multiples of 4 here; objects one by one as masks, the
+    regions of each class of `keys` (default: the foreground, one class)."""
     from scipy import ndimage
 
     n, h, w = m.shape
+    keys = fg.astype(np.uint8) if keys is None else keys
     patches = m.reshape(n, 4, h // 4, 4, w // 4).sum(axis=(2, 4)).reshape(n, 16)
     means, sums = np.zeros(n), np.zeros(n)
     for t in range(n):
-        labels, k = ndimage.label(fg[t], structure=np.ones((3, 3)))
-        for obj in (labels == i for i in range(1, k + 1)):  # every object counts at 16x16 (4e-4 x 256 < 1)
-            means[t], sums[t] = max(means[t], m[t][obj].mean()), max(sums[t], m[t][obj].sum())
+        for key in set(np.unique(keys[t])) - {0}:
+            labels, k = ndimage.label(keys[t] == key, structure=np.ones((3, 3)))
+            for obj in (labels == i for i in range(1, k + 1)):  # every object counts at 16x16 (4e-4 x 256 < 1)
+                means[t], sums[t] = max(means[t], m[t][obj].mean()), max(sums[t], m[t][obj].sum())
     return {"sum": m.sum(axis=(1, 2)), "foreground": (m * fg).sum(axis=(1, 2)), "patch-max": patches.max(axis=1),
             "object-mean": means, "object-sum": sums}
 
@@ -148,13 +176,14 @@ def test_controls_by_hand_on_a_tiny_store(tmp_path):
     video = store.video("test", "01")
     seg, flow = video.seg(), video.flow_mag()
     fg = (seg > 0) | (flow > 1)
+    keys = np.where(seg > 0, seg, np.where(flow > 1, 255, 0))  # moving pixels of no class: a class of their own
     out = control_scores(seg, flow, flow_valid_from=1)
     assert set(out) == set(CONTROLS)
     maps = {"raw_flow": flow.astype(np.float64), "masked_flow": flow * (seg > 0),
             "foreground_area": (seg > 0).astype(np.float64)}
     for name, m in maps.items():
         reduced, valid = out[name]
-        expected = _by_hand(m, fg)
+        expected = _by_hand(m, fg, keys)
         first = 0 if name == "foreground_area" else 1  # frame 0 has no flow
         assert valid.tolist() == [t >= first for t in range(6)], name
         for r in REDUCTIONS:
@@ -176,7 +205,7 @@ def test_the_scores_file_holds_every_row_under_every_reduction(paths):
     assert {f"{row}@{r}" for row in sf.rows for r in REDUCTIONS} <= set(group.array_keys())
     video = store.video("test", "02")
     seg, flow = video.seg(), video.flow_mag()
-    expected = _by_hand(flow * (seg > 0), (seg > 0) | (flow > 1))
+    expected = _by_hand(flow * (seg > 0), (seg > 0) | (flow > 1), np.where(seg > 0, seg, np.where(flow > 1, 255, 0)))
     for r in REDUCTIONS:  # a control, read back
         s, v = sf.row("test", "02", "masked_flow", r)
         assert np.allclose(s[1:], expected[r][1:], rtol=1e-6) and np.isnan(s[0]) and not v[0]

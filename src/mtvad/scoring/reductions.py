@@ -18,11 +18,13 @@ option (`Reduction`), computed in one pass from the same maps:
   own grid, paper Eq. 6, fixed a priori). Patch edges are `round(linspace(0, n, 5))` along each axis: equal
   patches when the side is a multiple of 4 (the loss requires it), near-equal otherwise.
 - `object-mean` and `object-sum`: per object, then the maximum over the frame's objects, as the object-centric
-  methods of the field score a frame (AI-VAD takes the max over objects): the objects are the connected regions
-  (8-connected) of the same FOREGROUND, those smaller than `MIN_OBJECT_SHARE` of the map dropped (the movers
-  teacher's own smallest blob, fixed a priori); an object's score is the mean of the map over it (`object-mean`)
-  or its sum (`object-sum`). One unusual object among thirty walkers keeps its own score, however many walk
-  beside it. A frame with no object scores 0.
+  methods of the field score a frame (AI-VAD takes the max over objects). The objects are the connected regions
+  (8-connected) of the same FOREGROUND that share one teacher class (`object_keys`: a bicycle touching a crowd
+  of persons is an object of its own; foreground the teacher gives no class, moving or the student's, is class
+  UNCLASSIFIED), those smaller than `MIN_OBJECT_SHARE` of the map dropped (the movers teacher's own smallest
+  blob, fixed a priori); an object's score is the mean of the map over it (`object-mean`) or its sum
+  (`object-sum`). One unusual object among thirty walkers keeps its own score, however many walk beside it. A
+  frame with no object scores 0.
 
 Teacher-only controls (rows beside the branches; no student, smoothed and calibrated like the branches, never
 fused), each reduced with the SAME reductions as the branches (a control must be reduced as the branch it
@@ -55,6 +57,7 @@ REDUCTION_LABELS = {
 }
 PATCH_GRID = 4  # the loss's grid (paper Eq. 6: 16 patches), fixed a priori
 MIN_OBJECT_SHARE = 4e-4  # smallest object of the object reductions, a share of the map (motion-shapes' min_area)
+UNCLASSIFIED = 255  # object class of foreground the teacher gives no class (seg ids stop at 254)
 FLOW_FOREGROUND_PX = 1.0  # teacher flow magnitude (store px/frame) above which a pixel is moving foreground
 
 CONTROLS: tuple[str, ...] = ("raw_flow", "masked_flow", "foreground_area")
@@ -90,12 +93,17 @@ def patch_sums(maps: torch.Tensor, grid: int = PATCH_GRID) -> torch.Tensor:
                         for x0, x1 in pairwise(xs)], dim=1)
 
 
-def object_scores(amap: np.ndarray, foreground: np.ndarray) -> tuple[float, float]:
-    """(largest object mean, largest object sum) of one (h, w) map over the objects of its (h, w) bool
-    `foreground`: its 8-connected regions of at least MIN_OBJECT_SHARE of the map; (0, 0) without any."""
+def object_scores(amap: np.ndarray, keys: np.ndarray) -> tuple[float, float]:
+    """(largest object mean, largest object sum) of one (h, w) map over its objects: the 8-connected regions of
+    one class of the (h, w) uint8 `keys` (0 = none), those under MIN_OBJECT_SHARE of the map dropped; (0, 0)
+    without any."""
     from scipy import ndimage
 
-    labels, n = ndimage.label(foreground, structure=np.ones((3, 3), bool))
+    labels, n = np.zeros(keys.shape, np.int64), 0
+    for key in np.unique(keys[keys > 0]):
+        region, found = ndimage.label(keys == key, structure=np.ones((3, 3), bool))
+        labels[region > 0] = region[region > 0] + n
+        n += found
     if n == 0:
         return 0.0, 0.0
     area = np.bincount(labels.ravel(), minlength=n + 1)[1:]
@@ -106,12 +114,15 @@ def object_scores(amap: np.ndarray, foreground: np.ndarray) -> tuple[float, floa
     return float((total[keep] / area[keep]).max()), float(total[keep].max())
 
 
-def reduce_maps(maps: torch.Tensor, foreground: torch.Tensor) -> dict[str, np.ndarray]:
+def reduce_maps(maps: torch.Tensor, foreground: torch.Tensor, keys: torch.Tensor | None = None
+                ) -> dict[str, np.ndarray]:
     """{reduction: float64 (B,)} of (B, h, w) maps; `foreground` a (B, h, w) bool mask (the `foreground`
-    reduction sums the map there only, the object reductions take its connected regions as the objects). NaN
-    pixels are not expected (valid frames only)."""
+    reduction sums the map there only), `keys` the (B, h, w) uint8 object class of each foreground pixel (the
+    object reductions' objects; default: one class, the foreground). NaN pixels are not expected (valid frames
+    only)."""
     m = maps.double()
-    objects = np.array([object_scores(a, f) for a, f in zip(m.cpu().numpy(), foreground.cpu().numpy())],
+    keys = foreground.to(torch.uint8) if keys is None else keys
+    objects = np.array([object_scores(a, k) for a, k in zip(m.cpu().numpy(), keys.cpu().numpy())],
                        np.float64).reshape(-1, 2)
     return {"sum": m.sum(dim=(1, 2)).cpu().numpy(),
             "foreground": (m * foreground).sum(dim=(1, 2)).cpu().numpy(),
@@ -119,10 +130,27 @@ def reduce_maps(maps: torch.Tensor, foreground: torch.Tensor) -> dict[str, np.nd
             "object-mean": objects[:, 0], "object-sum": objects[:, 1]}
 
 
+def object_keys(seg: np.ndarray | torch.Tensor, flow: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """(n, H, W) uint8 object class of the teacher foreground: the segmentation's class where it is > 0,
+    UNCLASSIFIED where only the flow magnitude exceeds FLOW_FOREGROUND_PX, 0 elsewhere."""
+    seg, flow = torch.as_tensor(np.asarray(seg)), torch.as_tensor(np.asarray(flow, np.float32))
+    keys = torch.where(flow > FLOW_FOREGROUND_PX, UNCLASSIFIED, 0).to(torch.uint8)
+    return torch.where(seg > 0, seg.to(torch.uint8), keys)
+
+
+def keys_to_size(keys: torch.Tensor, size) -> torch.Tensor:
+    """(n, H, W) object classes -> (n, h, w): the nearest pixel's class, UNCLASSIFIED where that is 0 but some
+    foreground pixel lies under the map pixel (the foreground keeps small objects, as `to_size`)."""
+    size = tuple(int(s) for s in size)
+    if tuple(keys.shape[-2:]) == size:
+        return keys
+    nearest = F.interpolate(keys[:, None].float(), size=size, mode="nearest")[:, 0].to(torch.uint8)
+    return torch.where((nearest == 0) & to_size(keys > 0, size), UNCLASSIFIED, nearest).to(torch.uint8)
+
+
 def teacher_foreground(seg: np.ndarray | torch.Tensor, flow: np.ndarray | torch.Tensor) -> torch.Tensor:
     """(n, H, W) bool: teacher segmentation class > 0 OR teacher flow magnitude > FLOW_FOREGROUND_PX."""
-    seg, flow = torch.as_tensor(np.asarray(seg)), torch.as_tensor(np.asarray(flow, np.float32))
-    return (seg > 0) | (flow > FLOW_FOREGROUND_PX)
+    return object_keys(seg, flow) > 0
 
 
 def to_size(mask: torch.Tensor, size) -> torch.Tensor:
@@ -145,11 +173,12 @@ def control_scores(seg: np.ndarray, flow: np.ndarray, flow_valid_from: int = 1, 
     """{control: ({reduction: float64 (n,)}, valid bool (n,))} of frames first .. first + n - 1 of a video;
     flow rows are invalid before `flow_valid_from` (NaN), the foreground area is valid on every frame."""
     n = len(seg)
-    fg = teacher_foreground(seg, flow)
+    keys = object_keys(seg, flow)
+    fg = keys > 0
     flow_ok = np.arange(first, first + n) >= flow_valid_from
     out = {}
     for name, m in control_maps(seg, flow).items():
-        reduced = reduce_maps(m, fg)
+        reduced = reduce_maps(m, fg, keys)
         valid = np.ones(n, bool) if name == "foreground_area" else flow_ok
         for values in reduced.values():
             values[~valid] = np.nan

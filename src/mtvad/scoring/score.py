@@ -72,11 +72,12 @@ from mtvad.scoring.reductions import (
     PATCH_GRID,
     REDUCTION_LABELS,
     REDUCTIONS,
+    UNCLASSIFIED,
     control_scores,
+    keys_to_size,
+    object_keys,
     reduce_maps,
     row_key,
-    teacher_foreground,
-    to_size,
 )
 from mtvad.scoring.scores_file import (
     FORMAT,
@@ -136,10 +137,11 @@ def teacher_video(store: Store, split: str, video_id: str) -> tuple[np.ndarray, 
 
 def score_branch_video(store: Store, split: str, video_id: str, branch: str, model, config, ckpt: dict, device,
                        batch_size: int = 16, maps: bool = False,
-                       on_batch: Callable[[int], None] | None = None, teacher_fg: torch.Tensor | None = None,
+                       on_batch: Callable[[int], None] | None = None, teacher_keys: torch.Tensor | None = None,
                        ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
     """({reduction: scores float64 (T,)}, valid bool (T,), map float16 (T, h, w) or None) of one branch on one
-    video. `teacher_fg`: the video's teacher foreground (T, H, W) at store resolution (read when not given)."""
+    video. `teacher_keys`: the video's teacher object classes (T, H, W) at store resolution
+    (`reductions.object_keys`; read when not given)."""
     import torch
 
     from mtvad.students.branches import get_branch
@@ -154,8 +156,8 @@ def score_branch_video(store: Store, split: str, video_id: str, branch: str, mod
     size = _input_size(ckpt, store)
     resize_to = None if size == list(store.resolution) else size
     offset = the_branch.target_offset(config)
-    if teacher_fg is None:
-        teacher_fg = teacher_foreground(*teacher_video(store, split, video_id))
+    if teacher_keys is None:
+        teacher_keys = object_keys(*teacher_video(store, split, video_id))
     flow_px = FLOW_FOREGROUND_PX * (size[0] / store.resolution[0] + size[1] / store.resolution[1]) / 2
     scores = {r: np.full(n, np.nan) for r in REDUCTIONS}
     valid = np.zeros(n, bool)
@@ -172,11 +174,13 @@ def score_branch_video(store: Store, split: str, video_id: str, branch: str, mod
             prediction = the_branch.predict(model, inputs)
             diff = the_branch.anomaly_map(prediction, target)
             t = ts[idx]
-            fg = to_size(teacher_fg[torch.as_tensor(t + offset)], size).to(diff.device)
+            keys = keys_to_size(teacher_keys[torch.as_tensor(t + offset)], size).to(diff.device)
+            fg = keys > 0
             student_fg = the_branch.predicted_foreground(prediction, flow_px)
-            if student_fg is not None:
+            if student_fg is not None:  # where the student alone sees an object: an object of no class
+                keys = torch.where(student_fg & ~fg, UNCLASSIFIED, keys).to(torch.uint8)
                 fg = fg | student_fg
-            for r, values in reduce_maps(diff, fg).items():
+            for r, values in reduce_maps(diff, fg, keys).items():
                 scores[r][t] = values
             valid[t] = True
             if amap is not None:
@@ -276,13 +280,13 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
                     group = root.require_group(f"{split}/{vid}")
                     group.attrs.update({"n_frames": video.n_frames, "has_labels": bool(video.has_labels)})
                     seg, flow = teacher_video(store, split, vid)
-                    fg = teacher_foreground(seg, flow)
+                    keys = object_keys(seg, flow)
                     for name, (model, config, ckpt, _) in branches.items():
                         bar.update(task, what=f"{name} {split}/{vid}")
                         tb = time.perf_counter()
                         s, v, m = score_branch_video(
                             store, split, vid, name, model, config, ckpt, dev, batch_size,
-                            maps=maps and split == "test", on_batch=lambda k: bar.advance(task, k), teacher_fg=fg)
+                            maps=maps and split == "test", on_batch=lambda k: bar.advance(task, k), teacher_keys=keys)
                         seconds[name] += time.perf_counter() - tb
                         counts[name] += int(v.sum())
                         bar.advance(task, video.n_frames - int(v.sum()))
