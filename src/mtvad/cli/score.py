@@ -21,7 +21,8 @@ _NORMALISE_HELP = ("calibration of every row, fitted on the TRAINING scores: tra
                    "leave-one-training-video-out spread) | per-video-minmax: each video's own min/max (USES TEST "
                    "STATISTICS)")
 _REDUCTION_HELP = ("frame score of every row (branches and controls alike): sum (Eq. 4 as written) | foreground "
-                   "(sum over teacher or student foreground pixels) | patch-max (max of the 4x4 grid's patch sums)")
+                   "(sum over teacher or student foreground pixels) | patch-max (max of the 4x4 grid's patch sums) | "
+                   "object-mean, object-sum (max over the foreground's objects of each one's mean or sum)")
 _FUSION_HELP = "fusion of the calibrated branches: max (the paper: either branch) | sum (AI-VAD)"
 _KINDS_HELP = ("anomaly kind of every test frame (the anomaly_kinds.json of `vad synth`) for the AUC per kind "
                "(default: the store's, when it carries them)")
@@ -66,7 +67,7 @@ def score_cmd(
     progress: ProgressFlag = True,
 ) -> None:
     """Eq. 4 per frame and branch, over every test and training frame, under every frame reduction (sum,
-    foreground, patch-max), beside the teacher-only controls (raw flow, masked flow, foreground area).
+    foreground, patch-max, object-mean, object-sum), beside the teacher-only controls (raw flow, masked flow, foreground area).
 
     Example: vad score --store stores/ped2.zarr --checkpoint runs/ped2/appearance/best.pt --checkpoint runs/ped2/motion/best.pt --out runs/ped2/scores.zarr --maps
     """

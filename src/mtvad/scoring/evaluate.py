@@ -5,7 +5,7 @@ fused and for the teacher-only baseline. Metrics are scikit-learn's (`roc_auc_sc
   teacher-only controls (`raw_flow`, `masked_flow`, `foreground_area`: `mtvad.scoring.reductions`, smoothed and
   calibrated like the others, never fused), so a user sees what the students add to their teachers alone.
   Every row is reduced to a frame score with the same reduction (`PostConfig.reduction`: `sum`, Eq. 4 as
-  written; `foreground`; `patch-max`), read from the scores file.
+  written; `foreground`; `patch-max`; `object-mean`; `object-sum`), read from the scores file.
 - Frames counted: the test frames with labels that EVERY row can score (frames marked invalid in the scores
   file are never counted: with both branches, frame 0 and the last frame of each video are left out). All rows
   are evaluated on the same frames, so they compare.

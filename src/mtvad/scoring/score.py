@@ -10,7 +10,7 @@
 
 Every frame is reduced in one pass under every reduction of `mtvad.scoring.reductions` (`sum`: Eq. 4 as
 written; `foreground`: the map summed over teacher or student foreground; `patch-max`: the largest 4x4-grid
-patch sum), each its own array. Both maps are computed at the network input size the checkpoint was trained
+patch sum; `object-mean`, `object-sum`: the largest object's mean or sum), each its own array. Both maps are computed at the network input size the checkpoint was trained
 at, on exactly the inputs, targets and predictions training used: the branch says them
 (`mtvad.students.branches`: `batch`, `predict`, `anomaly_map`, `predicted_foreground`).
 A score belongs to the frame t the sample is about; the appearance map of frame t is about frame t + 1.
