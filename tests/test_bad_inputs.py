@@ -21,6 +21,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from mtvad.scoring.postprocess import DEFAULT_REDUCTION
 from tests.conftest import run_vad
 from tests.stores import make_store
 
@@ -271,12 +272,12 @@ def _object_dtype(scores: Path) -> None:
     meta.write_text(json.dumps(doc))
 
 
-def _garbage_chunk(scores: Path) -> None:
-    (scores / "test/01/motion@foreground/c/0").write_bytes(b"not zstd at all" * 4)
+def _garbage_chunk(scores: Path) -> None:  # in the array that eval and report read by default
+    (scores / f"test/01/motion@{DEFAULT_REDUCTION}/c/0").write_bytes(b"not zstd at all" * 4)
 
 
 def _deleted_chunk(scores: Path) -> None:
-    (scores / "test/01/motion@foreground/c/0").unlink()
+    (scores / f"test/01/motion@{DEFAULT_REDUCTION}/c/0").unlink()
 
 
 def _deleted_array(scores: Path) -> None:
