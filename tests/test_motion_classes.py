@@ -128,3 +128,10 @@ def test_vad_teachers_recommends_cpu_classes_only_where_the_model_file_is(tmp_pa
     assert "recommended here: cpu-motion" in listing.output
     monkeypatch.setenv("MTVAD_MODELS", str(shared_path("models")))
     assert "recommended here: cpu-classes" in CliRunner().invoke(app, ["teachers"]).output
+
+
+def test_the_default_preset_is_a_preset_that_needs_no_download():
+    from mtvad.precompute.teachers import DEFAULT_PRESET, PRESETS, build_teacher
+
+    assert DEFAULT_PRESET in PRESETS
+    assert all(build_teacher(name).weights_path() is None for name, _ in PRESETS[DEFAULT_PRESET].values())

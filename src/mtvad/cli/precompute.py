@@ -17,7 +17,7 @@ import typer
 from mtvad.cli.common import ProgressFlag, parse_size
 from mtvad.console import clean_errors, console, stdout, styled
 from mtvad.errors import VadError
-from mtvad.precompute.teachers import DEFAULT_PRESET
+from mtvad.presets import DEFAULT_PRESET
 
 app = typer.Typer()
 
@@ -126,7 +126,7 @@ def teachers() -> None:
     from rich.table import Table
 
     with heavy_half("teachers"):
-        from mtvad.precompute.teachers import DEFAULT_PRESET, PRESETS, RECOMMENDED, TEACHERS, build_teacher
+        from mtvad.precompute.teachers import PRESETS, RECOMMENDED, TEACHERS, build_teacher
         from mtvad.precompute.teachers.base import Teacher
 
         table = Table(title="teachers")

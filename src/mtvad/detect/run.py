@@ -33,7 +33,7 @@ from mtvad.console import console, warn
 from mtvad.detect.events import (DEFAULT_MERGE_GAP_S, DEFAULT_MIN_DURATION_S, Event, check_event_settings, clock,
                                  find_events)
 from mtvad.errors import VadError
-from mtvad.precompute.teachers import DEFAULT_PRESET
+from mtvad.presets import DEFAULT_PRESET
 from mtvad.scoring.postprocess import DEFAULT_QUANTILE
 from mtvad.students.config import UNET_STRIDE
 

@@ -15,6 +15,7 @@ import json
 from typing import Any
 
 from mtvad.errors import TeacherError
+from mtvad.presets import DEFAULT_PRESET
 from mtvad.precompute.teachers.background import BackgroundSegmentation
 from mtvad.precompute.teachers.base import ROLES, Teacher
 from mtvad.precompute.teachers.deeplab import DeepLabSegmentation
@@ -48,7 +49,6 @@ PRESETS: dict[str, dict[str, tuple[str, dict[str, Any]]]] = {
     # TFLite file and runtime); recommended where the file is
     "cpu-classes": {"seg": ("motion-classes", {}), "flow": ("farneback", {}), "depth": ("ground-plane", {})},
 }
-DEFAULT_PRESET = "cpu-motion"  # needs no download; vad precompute's and vad detect's default
 # the preset to use where its weights are found, best first (`vad teachers` says which applies)
 RECOMMENDED = {
     "paper": "the paper's teachers; a GPU for speed",
