@@ -52,8 +52,10 @@ REDUCTION_LABELS = {
     "foreground": "sum over foreground pixels (teacher seg > 0 or teacher flow > 1 px/frame, or the student "
                   "predicts an object)",
     "patch-max": "max over a 4x4 grid (Eq. 6's) of the per-patch sums",
-    "object-mean": "max over the foreground's objects (connected regions) of the map's mean over each",
-    "object-sum": "max over the foreground's objects (connected regions) of the map's sum over each",
+    "object-mean": "max over the foreground's objects (connected regions of one teacher class) of the map's mean "
+                   "over each",
+    "object-sum": "max over the foreground's objects (connected regions of one teacher class) of the map's sum "
+                  "over each",
 }
 PATCH_GRID = 4  # the loss's grid (paper Eq. 6: 16 patches), fixed a priori
 MIN_OBJECT_SHARE = 4e-4  # smallest object of the object reductions, a share of the map (motion-shapes' min_area)
