@@ -240,7 +240,7 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
            batch_size: int, device: str, overwrite: bool, update: bool, progress: bool) -> ScoreResult:
     import torch
 
-    from mtvad.students.train import pick_device
+    from mtvad.students.device import pick_device
 
     out = Path(out)
     store = open_store(store_url)

@@ -66,6 +66,7 @@ from mtvad.students.data import (
     make_train_data,
     n_outputs,
 )
+from mtvad.students.device import amp_settings, pick_device
 from mtvad.students.loss import training_loss
 from mtvad.students.validation import (
     CONVERGED_RATIO,
@@ -102,27 +103,10 @@ class BranchResult:
     converged: bool | None = None  # None without validation
 
 
-def pick_device(preference: str = "auto") -> torch.device:
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but no CUDA device is available")
-    if preference == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(preference)
-
-
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)  # CUDA generators too
-
-
-def amp_settings(device: torch.device, amp: str) -> tuple[torch.dtype | None, bool]:
-    """(autocast dtype or None, whether a grad scaler is needed): bf16 where supported, else fp16 + scaler."""
-    if device.type != "cuda" or amp == "off":
-        return None, False
-    if torch.cuda.is_bf16_supported():
-        return torch.bfloat16, False
-    return torch.float16, True
 
 
 def train(config: TrainConfig, *, resume: bool = False, progress: bool = True) -> dict[str, BranchResult]:
