@@ -1,10 +1,10 @@
-"""Where the students run: the device choice and its mixed precision."""
+"""Where the students run: the device choice and its precision."""
 
 import pytest
 import torch
 
 from mtvad.errors import ConfigError
-from mtvad.students.device import amp_settings, pick_device
+from mtvad.students.device import pick_device, precision_for
 
 
 def test_cuda_asked_without_cuda_is_one_clear_error(monkeypatch):
@@ -20,10 +20,27 @@ def test_auto_takes_cuda_when_present(monkeypatch):
     assert pick_device("cpu") == torch.device("cpu")
 
 
-def test_amp_on_cuda_only_and_fp16_needs_a_scaler(monkeypatch):
-    assert amp_settings(torch.device("cpu"), "auto") == (None, False)
-    assert amp_settings(torch.device("cuda"), "off") == (None, False)
+def test_bf16_on_cuda_that_has_it_fp16_with_a_scaler_on_older_cuda(monkeypatch):
+    assert precision_for(torch.device("cuda"), "off").dtype is None
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
-    assert amp_settings(torch.device("cuda"), "auto") == (torch.bfloat16, False)
+    p = precision_for(torch.device("cuda"), "auto")
+    assert (p.dtype, p.scaler, p.name) == (torch.bfloat16, False, "bfloat16")
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert amp_settings(torch.device("cuda"), "auto") == (torch.float16, True)
+    p = precision_for(torch.device("cuda"), "auto")
+    assert (p.dtype, p.scaler) == (torch.float16, True)
+
+
+@pytest.mark.parametrize(("amx", "avx512_bf16", "expected"), [
+    (True, False, "bf16 autocast (the CPU has AMX)"),
+    (False, True, "bf16 autocast (the CPU has avx512_bf16)"),
+    (False, False, "float32 (the CPU has no native bf16: neither avx512_bf16 nor AMX)")])
+def test_bf16_on_a_cpu_only_where_it_is_native(monkeypatch, amx, avx512_bf16, expected):
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    p = precision_for(torch.device("cpu"), "auto")
+    assert p.reason == expected and not p.scaler
+    assert p.dtype == (torch.bfloat16 if amx or avx512_bf16 else None)
+    with p.autocast():
+        out = torch.nn.Linear(4, 4)(torch.ones(2, 4))
+    assert out.dtype == (torch.bfloat16 if p.dtype else torch.float32)
+    assert precision_for(torch.device("cpu"), "off").reason == "float32 (--amp off)"
