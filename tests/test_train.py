@@ -15,11 +15,16 @@ from mtvad.cli.main import app
 from mtvad.errors import CheckpointError, ConfigError, StoreError, TrainingDivergedError
 from mtvad.store.access import open_store
 from mtvad.store.schema import SCHEMA_VERSION
+from mtvad.students.branches import APPEARANCE, MOTION, appearance_batch, branch_spec, motion_batch
 from mtvad.students.checkpoint import checkpoint_path, load_checkpoint, load_student
 from mtvad.students.config import (
+    CPU_APPEARANCE_ENCODER,
     CPU_CHECKPOINT_EVERY,
+    CPU_MAX_STEPS,
     CPU_MEAN_LOSS_WEIGHT,
-    CPU_STEPS,
+    CPU_MOTION_ENCODER,
+    CPU_PATIENCE,
+    AppearanceConfig,
     DataConfig,
     MotionConfig,
     OptimConfig,
@@ -27,7 +32,6 @@ from mtvad.students.config import (
     TrainConfig,
     resolve_recipe,
 )
-from mtvad.students.branches import appearance_batch, branch_spec, motion_batch
 from mtvad.students.data import (
     EpochBatchSampler,
     InMemoryDataset,
@@ -279,7 +283,8 @@ def test_config_round_trips_through_a_dict_and_refuses_unknown_settings():
         TrainConfig.from_dict(d)
     paper = TrainConfig()
     assert (paper.optim.lr, paper.optim.lr_step_epochs, paper.optim.lr_gamma, paper.optim.patch_grid) == (1e-3, 10, 0.5, 4)
-    assert (paper.appearance.encoder, paper.appearance.target, paper.motion.encoder) == ("resnet34", "seg-future", "vgg16")
+    assert (paper.appearance.encoder, paper.appearance.target, paper.motion.encoder) == (None, "seg-future", None)
+    assert (APPEARANCE.encoder_name(paper), MOTION.encoder_name(paper)) == ("resnet34", "vgg16")  # unresolved
     assert (paper.motion.scse, paper.motion.attention, paper.motion.flow_target) == ("encoder-mid", "decoder", "masked")
     with pytest.raises(ConfigError, match="multiples of 32"):
         TrainConfig(data=DataConfig(store="x", size=[100, 100])).validate()
@@ -447,13 +452,17 @@ def test_the_cpu_recipe_fills_only_the_unset_settings(resolution, size):
     base = TrainConfig(data=DataConfig(store="s.zarr"))
     cpu, chosen = resolve_recipe(base, "cpu", resolution)  # auto on a CPU: ours
     assert cpu.run.recipe == "cpu" and cpu.data.size == size  # longer side <= 128, multiples of 32, never up
-    assert (cpu.run.max_steps, cpu.run.checkpoint_every) == (CPU_STEPS, CPU_CHECKPOINT_EVERY) and len(chosen) == 4
+    assert (cpu.run.max_steps, cpu.run.checkpoint_every, cpu.run.patience) == (CPU_MAX_STEPS, CPU_CHECKPOINT_EVERY,
+                                                                                CPU_PATIENCE) and len(chosen) == 7
     assert cpu.motion.mean_loss_weight == CPU_MEAN_LOSS_WEIGHT
+    assert (cpu.appearance.encoder, cpu.motion.encoder) == (CPU_APPEARANCE_ENCODER, CPU_MOTION_ENCODER)
     assert resolve_recipe(cpu, "cpu", resolution) == (cpu, [])  # resolved once is resolved
-    given = TrainConfig(data=DataConfig(store="s.zarr", size=[256, 256]), run=RunConfig(max_steps=7),
-                        motion=MotionConfig(mean_loss_weight=0))
+    given = TrainConfig(data=DataConfig(store="s.zarr", size=[256, 256]), run=RunConfig(max_steps=7, patience=0),
+                        motion=MotionConfig(mean_loss_weight=0, encoder="vgg16"),
+                        appearance=AppearanceConfig(encoder="resnet34"))
     mine, chosen = resolve_recipe(given, "cpu", resolution)
     assert mine.data.size == [256, 256] and mine.run.max_steps == 7 and mine.motion.mean_loss_weight == 0
+    assert (mine.run.patience, mine.appearance.encoder, mine.motion.encoder) == (0, "resnet34", "vgg16")
     assert chosen == [f"validation every {CPU_CHECKPOINT_EVERY} steps"]
 
 
@@ -463,6 +472,7 @@ def test_the_paper_recipe_on_cuda_or_when_asked_trains_all_epochs_at_the_store_r
         paper, _ = resolve_recipe(config, device, (256, 256))
         assert paper.run.recipe == "paper" and paper.data.size is None and paper.run.max_steps is None
         assert paper.run.checkpoint_every == 500 and paper.motion.mean_loss_weight == 0  # Eq. 6 alone
+        assert (paper.appearance.encoder, paper.motion.encoder, paper.run.patience) == ("resnet34", "vgg16", 0)
     cpu_on_cuda, _ = resolve_recipe(TrainConfig(data=DataConfig(store="s"), run=RunConfig(recipe="cpu")), "cuda",
                                     (256, 256))
     assert cpu_on_cuda.run.recipe == "cpu" and cpu_on_cuda.data.size == [128, 128]
@@ -472,9 +482,10 @@ def test_a_run_names_its_recipe_and_writes_the_resolved_config(store_path, tmp_p
     result = run_vad("train", "--store", str(store_path), "--branch", "motion", "--out", str(tmp_path / "run"),
                      "--epochs", "1", "--batch-size", "2", "--no-progress")
     assert result.returncode == 0, result.stderr
-    assert "motion: recipe cpu (no CUDA device)" in result.stderr
+    assert "recipe cpu (no CUDA device)" in result.stderr.splitlines()[0]
     written = TrainConfig.from_dict(json.loads((tmp_path / "run" / "motion" / "config.json").read_text()))
-    assert written.run.recipe == "cpu" and written.run.max_steps == CPU_STEPS and written.data.size is not None
+    assert written.run.recipe == "cpu" and written.run.max_steps == CPU_MAX_STEPS and written.data.size is not None
+    assert written.motion.encoder == CPU_MOTION_ENCODER
     assert load_checkpoint(checkpoint_path(tmp_path / "run", "motion"))["config"] == written.to_dict()
 
 

@@ -12,7 +12,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+import mtvad.students.run
 import mtvad.students.train
+import mtvad.students.validation
 from mtvad.cli.main import app
 from mtvad.errors import CheckpointError, ConfigError, StoreError
 from mtvad.store.access import create_store, open_store
@@ -21,6 +23,7 @@ from mtvad.students.branches import APPEARANCE, MOTION
 from mtvad.students.checkpoint import best_path, check_fits_store, checkpoint_path, load_checkpoint, load_student
 from mtvad.students.config import AppearanceConfig, DataConfig, MotionConfig, OptimConfig, RunConfig, TrainConfig
 from mtvad.students.data import InMemoryDataset, n_outputs
+from mtvad.students.device import precision_for
 from mtvad.students.loss import patch_loss
 from mtvad.students.validation import (
     CONVERGED_RATIO,
@@ -84,13 +87,13 @@ def test_the_split_rule_holds_out_every_7th_training_video_at_least_one():
 
 def test_the_training_samples_exclude_the_validation_videos(store_path, tmp_path, monkeypatch):
     built = []
-    real = mtvad.students.train.make_train_data
+    real = mtvad.students.run.make_train_data
 
     def spy(*args, **kw):
         built.append(real(*args, **kw))
         return built[-1]
 
-    monkeypatch.setattr(mtvad.students.train, "make_train_data", spy)
+    monkeypatch.setattr(mtvad.students.run, "make_train_data", spy)
     result = mtvad.students.train.train(config(store_path, tmp_path, run__max_steps=1), progress=False)["motion"]
     [data] = built
     assert data.dataset.video_ids == ["01", "02"] and result.validation_videos == ["03"]
@@ -203,12 +206,13 @@ def test_motion_controls_by_hand_zero_and_the_training_mean_map(store_path, tmp_
     result = mtvad.students.train.train(config(store_path, tmp_path, run__max_steps=1), progress=False)["motion"]
     assert result.controls["zero"] == pytest.approx(zero, rel=1e-5)
     assert result.controls["mean"] == pytest.approx(mean_loss, rel=1e-5)
-    # and its validation loss is the student's patch loss over 03's samples, in eval mode (as scoring runs it)
+    # and its validation loss is the student's patch loss over 03's samples, in eval mode (as scoring runs it),
+    # in the run's precision
     model, _, ckpt = load_student(result.checkpoint)
     raw = val_data.__getitems__(list(range(len(val_data))))
     inputs, target = MOTION.batch(raw, cfg, 3, None, CPU)
     with torch.no_grad():
-        by_hand = float(patch_loss(MOTION.predict(model, inputs), target))
+        by_hand = float(patch_loss(MOTION.predict(model, inputs, precision_for(CPU, "auto").autocast()), target))
     assert ckpt["validation"][-1]["loss"] == pytest.approx(by_hand, rel=1e-4)
 
 
@@ -258,7 +262,7 @@ def _scripted(monkeypatch, values):
         calls.append(1)
         return values[len(calls) - 1]
 
-    monkeypatch.setattr(mtvad.students.train, "validation_loss", fake)
+    monkeypatch.setattr(mtvad.students.validation, "validation_loss", fake)
     return calls
 
 

@@ -39,7 +39,8 @@ KEYS = {
     "attention_form": "motion.attention_form", "flow_target": "motion.flow_target",
     "max_steps": "run.max_steps", "limit_videos": "data.limit_videos", "in_memory": "data.in_memory",
     "ram_budget_gb": "data.ram_budget_gb", "workers": "data.workers", "seed": "run.seed", "device": "run.device",
-    "amp": "run.amp", "checkpoint_every": "run.checkpoint_every", "val_videos": "data.val_videos",
+    "amp": "run.amp", "checkpoint_every": "run.checkpoint_every", "patience": "run.patience",
+    "val_videos": "data.val_videos",
     "recipe": "run.recipe",
 }
 
@@ -58,9 +59,10 @@ def train_cmd(
     out: Annotated[str, typer.Option(help="output folder: OUT/<branch>/last.pt, best.pt, log.jsonl, history.json, "
                                           "config.json")] = _d("run.out"),
     recipe: Annotated[str, typer.Option(
-        help=f"{_choices(cfg.RECIPES)}: auto = paper on CUDA, cpu on a CPU (input {cfg.CPU_SIZE} px, "
-             f"{cfg.CPU_STEPS} steps per branch, validation every {cfg.CPU_CHECKPOINT_EVERY}); options you give "
-             "win over the recipe's")] = _d("run.recipe"),
+        help=f"{_choices(cfg.RECIPES)}: auto = paper on CUDA, cpu on a CPU ({cfg.CPU_APPEARANCE_ENCODER} and "
+             f"{cfg.CPU_MOTION_ENCODER} encoders, input {cfg.CPU_SIZE} px, validation every "
+             f"{cfg.CPU_CHECKPOINT_EVERY} steps, stop {cfg.CPU_PATIENCE} validations after the best or at "
+             f"{cfg.CPU_MAX_STEPS} steps); options you give win over the recipe's")] = _d("run.recipe"),
     size: Annotated[str | None, typer.Option(
         help="network input N (square) or HxW, multiples of 32 (default: the recipe's: the store resolution "
              f"(paper 256), longer side {cfg.CPU_SIZE} on the cpu recipe)", show_default=False)] = None,
@@ -91,7 +93,10 @@ def train_cmd(
         show_default=False)] = None,
     max_steps: Annotated[int | None, typer.Option(
         help=f"stop after this many optimizer steps per branch (default: the recipe's: paper none, cpu "
-             f"{cfg.CPU_STEPS})", show_default=False)] = None,
+             f"{cfg.CPU_MAX_STEPS})", show_default=False)] = None,
+    patience: Annotated[int | None, typer.Option(
+        help="stop when the best validation loss is N validation intervals (N x --checkpoint-every steps) old; "
+             f"0 = never (default: the recipe's: paper 0, cpu {cfg.CPU_PATIENCE})", show_default=False)] = None,
     limit_videos: Annotated[int | None, typer.Option(help="train on the first N training videos only (of those "
                                                              "left after --val-videos)", show_default=False)] = None,
     val_videos: Annotated[str, typer.Option(
@@ -106,7 +111,8 @@ def train_cmd(
         help="loader processes in streaming mode (default min(4, cpus-1))", show_default=False)] = None,
     seed: Annotated[int, typer.Option(help="seed of torch, numpy, python and the sample order")] = _d("run.seed"),
     device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda")] = _d("run.device"),
-    amp: Annotated[str, typer.Option(help="auto: mixed precision on CUDA | off")] = _d("run.amp"),
+    amp: Annotated[str, typer.Option(help="auto: bf16 autocast where the hardware has it (CUDA; a CPU with "
+                                          "avx512_bf16 or AMX), else float32 | off: float32")] = _d("run.amp"),
     checkpoint_every: Annotated[int | None, typer.Option(
         help="write OUT/<branch>/last.pt (and validate) every N steps, and at each epoch end (default: the "
              f"recipe's: paper {cfg.PAPER_CHECKPOINT_EVERY}, cpu {cfg.CPU_CHECKPOINT_EVERY})",
@@ -117,9 +123,10 @@ def train_cmd(
 ) -> None:
     """Train the students on a store's training videos (paper 4.3: Adam, lr 1e-3 halved every 10 epochs, patch loss).
 
-    The recipe (--recipe auto): the paper's on CUDA (the store resolution, all epochs); on a CPU ours, which
-    trains both branches of Ped2 in well under an hour on 2 cores (input 128, 600 steps per branch, validation
-    every 50 steps). The first line of each branch says which recipe ran and what it set.
+    The recipe (--recipe auto): the paper's on CUDA (its networks, the store resolution, all epochs); on a CPU
+    ours, which trains both branches of Ped2 in minutes on 2 cores (resnet18 and vgg11 encoders, input 128,
+    validation every 50 steps, stop 4 validations (200 steps) after the best or at 1000 steps). The first line of
+    each branch says the device, the precision (bf16 where the CPU has it), the recipe and what it set.
 
     Settings come from the defaults (the paper's), then --config FILE, then the options given on the command
     line. Each branch's effective config is written to OUT/<branch>/config.json (as every checkpoint holds

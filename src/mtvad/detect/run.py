@@ -270,10 +270,13 @@ def _students(store, train_out: Path, s: DetectSettings) -> tuple[list[Path], st
 
 
 def _finished(ckpt: dict) -> bool:
-    """The checkpoint's run reached its end: its max_steps, or all its epochs."""
+    """The checkpoint's run reached its end: its max_steps, all its epochs, or its patience."""
+    from mtvad.students.validation import patience_spent
+
     config = ckpt["config_obj"]
-    max_steps = config.run.max_steps
-    return (max_steps is not None and int(ckpt["step"]) >= max_steps) or int(ckpt["epoch"]) >= config.optim.epochs
+    max_steps, step = config.run.max_steps, int(ckpt["step"])
+    return ((max_steps is not None and step >= max_steps) or int(ckpt["epoch"]) >= config.optim.epochs
+            or patience_spent(ckpt.get("validation", []), step, config))
 
 
 def _events_and_report(store, scores_path: Path, test_videos, s: DetectSettings, result: DetectResult) -> None:

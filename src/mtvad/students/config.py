@@ -75,15 +75,16 @@ class AppearanceConfig(_Section):
     """Appearance-motion branch (paper 3.2): frames (t-1, t) -> teacher segmentation of frame t+1."""
 
     _where: ClassVar[str] = "config.appearance"
-    encoder: str = Field("resnet34", description="a resnet (paper: resnet34-UNet)")
+    encoder: str | None = Field(None, description="a resnet; None = the recipe's (paper: resnet34-UNet; cpu: "
+                                                  "CPU_APPEARANCE_ENCODER)")
     target: AppearanceTarget = Field("seg-future", description="'seg-future' = seg of frame t+1 (paper); "
                                                                "'seg' = frame t (Table 2's Seg row)")
     encoder_weights: str | None = Field(None, description="local ImageNet state dict; None = from scratch")
 
     @field_validator("encoder")
     @classmethod
-    def _a_resnet(cls, v: str) -> str:
-        if not v.startswith("resnet"):
+    def _a_resnet(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("resnet"):
             raise ValueError(f"must be a resnet (paper: resnet34); got {v!r}")
         return v
 
@@ -100,7 +101,8 @@ class MotionConfig(_Section):
     """Motion branch (paper 3.3-3.5): frame t -> its flow magnitude, with SCSE and context attention."""
 
     _where: ClassVar[str] = "config.motion"
-    encoder: str = Field("vgg16", description="a vgg (paper: vgg16-UNet)")
+    encoder: str | None = Field(None, description="a vgg; None = the recipe's (paper: vgg16-UNet; cpu: "
+                                                  "CPU_MOTION_ENCODER)")
     scse: ScsePlacement = Field("encoder-mid", description="paper 3.4: SCSE on the encoder's mid-layer maps")
     scse_stages: list[int] = Field(default_factory=lambda: [2, 3, 4], description="VGG conv blocks (1-based of 5)")
     scse_reduction: int = Field(16, ge=1, description="SCSE channel-squeeze ratio (smp's and [2]'s default)")
@@ -116,8 +118,8 @@ class MotionConfig(_Section):
 
     @field_validator("encoder")
     @classmethod
-    def _a_vgg(cls, v: str) -> str:
-        if not v.startswith("vgg"):
+    def _a_vgg(cls, v: str | None) -> str | None:
+        if v is not None and not v.startswith("vgg"):
             raise ValueError(f"must be a vgg (paper: vgg16); got {v!r}")
         return v
 
@@ -195,12 +197,17 @@ class RunConfig(_Section):
     out: str = Field("outputs/train", description="OUT/<branch>/last.pt, log.jsonl, config.json")
     seed: int = 0
     device: Device = Field("auto", description="auto: CUDA when present (with AMP), else CPU")
-    amp: Amp = Field("auto", description="auto: bf16 autocast on CUDA where supported, else fp16 with a grad "
-                                         "scaler; off on CPU")
+    amp: Amp = Field("auto", description="auto: bf16 autocast where the hardware has it (CUDA, or a CPU with "
+                                         "avx512_bf16 or AMX), fp16 with a grad scaler on older CUDA devices, "
+                                         "float32 otherwise; off: float32 (mtvad.students.device)")
     recipe: Recipe = Field("auto", description="auto: paper on CUDA, cpu on a CPU (see resolve_recipe); the "
                                                "settings left unset take the recipe's values")
     max_steps: int | None = Field(None, ge=1, description="stop after this many optimizer steps in all; None = "
-                                                          "the recipe's (paper: none, all epochs; cpu: CPU_STEPS)")
+                                                          "the recipe's (paper: none, all epochs; cpu: "
+                                                          "CPU_MAX_STEPS)")
+    patience: int | None = Field(None, ge=0, description="stop when the best validation loss is this many "
+                                                         "validation intervals (x checkpoint_every steps) old; 0 = "
+                                                         "never; None = the recipe's (paper: 0; cpu: CPU_PATIENCE)")
     checkpoint_every: int | None = Field(None, ge=1, description="steps; a checkpoint is also written at every "
                                                                  "epoch end and at the stop; None = the recipe's "
                                                                  "(paper 500, cpu CPU_CHECKPOINT_EVERY)")
@@ -214,7 +221,8 @@ class RunConfig(_Section):
 # (model, targets, optimiser, batch size, input size, seed) must equal the checkpoint's.
 RESUMABLE_CHANGES = {
     "data.store", "data.in_memory", "data.ram_budget_gb", "data.workers",
-    "run.out", "run.device", "run.amp", "run.max_steps", "run.checkpoint_every", "run.recipe", "optim.epochs",
+    "run.out", "run.device", "run.amp", "run.max_steps", "run.checkpoint_every", "run.patience", "run.recipe",
+    "optim.epochs",
     "appearance.encoder_weights", "motion.encoder_weights",  # only the initial weights: the checkpoint wins
 }
 
@@ -253,13 +261,25 @@ class TrainConfig(_Section):
         return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
-# The CPU recipe (ours; the paper trained on a GPU): what both branches need to beat their controls on Ped2's
-# training videos within an hour on 2 cores (docs/training.md, CPU recipe). Everything else is the paper's.
-CPU_SIZE = 128  # input: the store resolution scaled so its longer side is at most this, in multiples of 32, never up
-CPU_STEPS = 600  # optimizer steps per branch (batch 8: about 2 epochs of Ped2)
-CPU_CHECKPOINT_EVERY = 50  # validate (and checkpoint) every N steps: best.pt is picked among 12 or more
-CPU_MEAN_LOSS_WEIGHT = 1.0  # motion: + 1 x the whole-map MSE (converges in fewer steps: docs/training.md)
+# The paper's networks (section 3), which the paper recipe trains.
+PAPER_APPEARANCE_ENCODER = "resnet34"
+PAPER_MOTION_ENCODER = "vgg16"
 PAPER_CHECKPOINT_EVERY = 500
+
+# The CPU recipe (ours; the paper trained on a GPU): both branches beat their controls on Ped2's training videos
+# in minutes on 2 cores (docs/training.md, CPU recipe; docs/benchmarks.md, training speed). Everything else is
+# the paper's.
+CPU_SIZE = 128  # input: the store resolution scaled so its longer side is at most this, in multiples of 32, never up
+CPU_APPEARANCE_ENCODER = "resnet18"  # the same UNet on a lighter resnet: 1.5x the samples/s of resnet34
+CPU_MOTION_ENCODER = "vgg11"  # the same SCSE stages (VGG blocks 2-4 have vgg16's widths) and attention
+CPU_CHECKPOINT_EVERY = 50  # validate (and checkpoint) every N steps
+CPU_PATIENCE = 4  # stop when the best validation loss is 4 validation intervals (200 steps) old
+CPU_MAX_STEPS = 1000  # the ceiling: optimizer steps per branch (batch 8: about 3 epochs of Ped2)
+CPU_MEAN_LOSS_WEIGHT = 1.0  # motion: + 1 x the whole-map MSE (converges in fewer steps: docs/training.md)
+
+# The settings a recipe fills when they are left unset (None). A resumed run takes them from its checkpoint.
+RECIPE_SETTINGS = ("data.size", "run.max_steps", "run.checkpoint_every", "run.patience", "motion.mean_loss_weight",
+                   "appearance.encoder", "motion.encoder")
 
 
 def resolve_recipe(config: TrainConfig, device_type: str,
@@ -272,24 +292,36 @@ def resolve_recipe(config: TrainConfig, device_type: str,
     d["run"]["recipe"] = recipe
     chosen: list[str] = []
     if recipe == "cpu":
+        for branch, encoder in (("appearance", CPU_APPEARANCE_ENCODER), ("motion", CPU_MOTION_ENCODER)):
+            if d[branch]["encoder"] is None:
+                d[branch]["encoder"] = encoder
+                chosen.append(f"{branch} encoder {encoder}")
         if d["data"]["size"] is None:
             h, w = store_resolution
             scale = min(1.0, CPU_SIZE / max(h, w))
             side = lambda s: max(UNET_STRIDE, int(s * scale) // UNET_STRIDE * UNET_STRIDE)  # noqa: E731
             d["data"]["size"] = [side(h), side(w)]
             chosen.append(f"input {d['data']['size'][0]}x{d['data']['size'][1]}")
-        if d["run"]["max_steps"] is None:
-            d["run"]["max_steps"] = CPU_STEPS
-            chosen.append(f"{CPU_STEPS} steps")
         if d["run"]["checkpoint_every"] is None:
             d["run"]["checkpoint_every"] = CPU_CHECKPOINT_EVERY
             chosen.append(f"validation every {CPU_CHECKPOINT_EVERY} steps")
+        if d["run"]["patience"] is None:
+            d["run"]["patience"] = CPU_PATIENCE
+            chosen.append(f"stop {CPU_PATIENCE} validations after the best")
+        if d["run"]["max_steps"] is None:
+            d["run"]["max_steps"] = CPU_MAX_STEPS
+            chosen.append(f"at most {CPU_MAX_STEPS} steps")
         if d["motion"]["mean_loss_weight"] is None:
             d["motion"]["mean_loss_weight"] = CPU_MEAN_LOSS_WEIGHT
             chosen.append(f"motion loss + {CPU_MEAN_LOSS_WEIGHT:g} x the whole-map MSE")
     else:
+        for branch, encoder in (("appearance", PAPER_APPEARANCE_ENCODER), ("motion", PAPER_MOTION_ENCODER)):
+            if d[branch]["encoder"] is None:
+                d[branch]["encoder"] = encoder
         if d["run"]["checkpoint_every"] is None:
             d["run"]["checkpoint_every"] = PAPER_CHECKPOINT_EVERY
+        if d["run"]["patience"] is None:
+            d["run"]["patience"] = 0
         if d["motion"]["mean_loss_weight"] is None:
             d["motion"]["mean_loss_weight"] = 0.0
     return TrainConfig.from_dict(d), chosen
