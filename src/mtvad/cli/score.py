@@ -60,6 +60,8 @@ def score_cmd(
                                                       "(float16 at the input size; for pixel AUC and overlays)")] = False,
     batch_size: Annotated[int, typer.Option(help="frames per forward pass")] = 16,
     device: Annotated[str, typer.Option(help="auto (CUDA when present) | cpu | cuda")] = "auto",
+    amp: Annotated[str, typer.Option(help="auto: the students in bf16 where the hardware has it (CUDA; a CPU with "
+                                          "avx512_bf16 or AMX), else float32 | off: float32")] = "auto",
     threads: Annotated[int | None, typer.Option(
         help="torch CPU threads (default: every core; fewer on a machine shared with other jobs)",
         show_default=False)] = None,
@@ -74,12 +76,12 @@ def score_cmd(
     from mtvad.scoring.score import score
 
     r = score(store, checkpoint, out, maps=maps, batch_size=batch_size, device=device, overwrite=overwrite,
-              progress=progress, threads=threads)
+              progress=progress, threads=threads, amp=amp)
     rates = ", ".join(f"{b} {fps:.1f}" for b, fps in r.frames_per_s.items())
     Console(soft_wrap=True, markup=False).print(
         f"scored {', '.join(r.branches)} on {r.videos.get('train', 0)} training videos ({r.frames.get('train', 0)} "
         f"frames) and {r.videos.get('test', 0)} test videos ({r.frames.get('test', 0)} frames) in {r.seconds:.1f} s "
-        f"(frames/s: {rates}; {r.threads} torch thread{'s' if r.threads > 1 else ''}); wrote {r.out}",
+        f"(frames/s: {rates}; {r.precision}, {r.threads} torch thread{'s' if r.threads > 1 else ''}); wrote {r.out}",
         highlight=False)
 
 

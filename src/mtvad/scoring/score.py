@@ -34,7 +34,9 @@ reductions and controls, had one array per row, `teacher_flow` among them; it is
                                     epoch, input_size, n_classes, target_offset, config, validation {videos,
                                     converged_ratio, controls, history [{step, loss, train_loss}], best,
                                     converged} or None}}, maps, map_sizes, invalid_policy, units (per row: what
-                                    one pixel of its map is), created, vad_version, torch_version, device
+                                    one pixel of its map is), created, vad_version, torch_version, device,
+                                    torch_threads, precision (of the students' forward pass: bfloat16 where
+                                    the hardware has it, float32 with --amp off)
       train/<video>/                attributes n_frames, has_labels
         <row>@<reduction> float64 (T,)  e.g. motion@patch-max, raw_flow@sum: the row's frame score under the
                                     reduction, NaN where invalid (attributes units, reduction)
@@ -87,10 +89,12 @@ from mtvad.scoring.scores_file import (
     is_scores_file,
 )
 from mtvad.store.access import Store, open_store
-from mtvad.store.schema import SPLITS
+from mtvad.store.schema import ARRAYS, SPLITS
 
 if TYPE_CHECKING:
     import torch
+
+    from mtvad.students.device import Precision
 
 
 def load_branches(checkpoints: Sequence[str | Path], store: Store, device) -> dict[str, tuple]:
@@ -123,28 +127,32 @@ def _input_size(ckpt: dict, store: Store) -> list[int]:
     return [int(s) for s in size]
 
 
-def teacher_video(store: Store, split: str, video_id: str) -> tuple[np.ndarray, np.ndarray]:
-    """(seg uint8 (T, H, W), flow magnitude float32 (T, H, W), store px/frame) of a video, chunk by chunk."""
+def teacher_video(store: Store, split: str, video_id: str,
+                  reads: dict[tuple[str, str], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(seg uint8 (T, H, W), flow magnitude float32 (T, H, W), store px/frame) of a complete video. `reads`: the
+    arrays as stored, shared with the branches' datasets (`InMemoryDataset`), so each is read once."""
     video = store.video(split, video_id)
-    n, step = video.n_frames, store.chunk_frames
-    seg = np.empty((n, *store.resolution), np.uint8)
-    flow = np.empty((n, *store.resolution), np.float32)
-    for lo in range(0, n, step):
-        frames = slice(lo, min(lo + step, n))
-        seg[frames], flow[frames] = video.seg(frames), video.flow_mag(frames)
-    return seg, flow
+    reads = {} if reads is None else reads
+    decoded = []
+    for name in ("seg", "flow_mag"):
+        if (video_id, name) not in reads:
+            reads[video_id, name] = np.ascontiguousarray(video.group[name][:])
+        decoded.append(ARRAYS[name].decode(reads[video_id, name]))
+    return decoded[0], decoded[1]
 
 
 def score_branch_video(store: Store, split: str, video_id: str, branch: str, model, config, ckpt: dict, device,
                        batch_size: int = 16, maps: bool = False,
                        on_batch: Callable[[int], None] | None = None, teacher_keys: torch.Tensor | None = None,
+                       precision: Precision | None = None, reads: dict[tuple[str, str], np.ndarray] | None = None,
                        ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray | None]:
     """({reduction: scores float64 (T,)}, valid bool (T,), map float16 (T, h, w) or None) of one branch on one
     video. `teacher_keys`: the video's teacher object classes (T, H, W) at store resolution
-    (`reductions.object_keys`; read when not given)."""
+    (`reductions.object_keys`; read when not given). `precision`: of the forward pass (default float32);
+    `reads`: arrays already read (`teacher_video`)."""
     import torch
 
-    from mtvad.students.branches import get_branch
+    from mtvad.students.branches import channels_last, get_branch
     from mtvad.students.data import InMemoryDataset, check_store
 
     the_branch = get_branch(branch)
@@ -157,21 +165,20 @@ def score_branch_video(store: Store, split: str, video_id: str, branch: str, mod
     resize_to = None if size == list(store.resolution) else size
     offset = the_branch.target_offset(config)
     if teacher_keys is None:
-        teacher_keys = object_keys(*teacher_video(store, split, video_id))
+        teacher_keys = object_keys(*teacher_video(store, split, video_id, reads))
     flow_px = FLOW_FOREGROUND_PX * (size[0] / store.resolution[0] + size[1] / store.resolution[1]) / 2
     scores = {r: np.full(n, np.nan) for r in REDUCTIONS}
     valid = np.zeros(n, bool)
     amap = np.full((n, *size), np.nan, np.float16) if maps else None
-    data = InMemoryDataset(store, split, [video_id], spec, n_classes)
+    data = InMemoryDataset(store, split, [video_id], spec, n_classes, reads)
     ts = data.index[:, 1]
-    cl = torch.channels_last  # oneDNN's faster layout on CPUs (1.2-1.3x here); same values to float rounding
-    model = model.to(memory_format=cl)
+    model = channels_last(model)
+    autocast = precision.autocast() if precision is not None else None
     with torch.inference_mode():
         for lo in range(0, len(data), batch_size):
             idx = list(range(lo, min(lo + batch_size, len(data))))
             inputs, target = the_branch.batch(data.__getitems__(idx), config, n_classes, resize_to, device)
-            inputs = tuple(i if i is None else i.contiguous(memory_format=cl) for i in inputs)
-            prediction = the_branch.predict(model, inputs)
+            prediction = the_branch.predict(model, inputs, autocast)
             diff = the_branch.anomaly_map(prediction, target)
             t = ts[idx]
             keys = keys_to_size(teacher_keys[torch.as_tensor(t + offset)], size).to(diff.device)
@@ -206,6 +213,7 @@ class ScoreResult:
     seconds: float
     frames_per_s: dict[str, float]
     threads: int = 1
+    precision: str = "float32"  # of the students' forward pass
 
 
 def auto_threads() -> int:
@@ -216,31 +224,35 @@ def auto_threads() -> int:
 
 def score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *, maps: bool = False,
           splits: Sequence[str] = SPLITS, batch_size: int = 16, device: str = "auto", overwrite: bool = False,
-          update: bool = False, progress: bool = True, threads: int | None = None) -> ScoreResult:
+          update: bool = False, progress: bool = True, threads: int | None = None, amp: str = "auto") -> ScoreResult:
     """Score every frame of the store's `splits` with each checkpoint's branch; write the scores file OUT.
     `update`: when OUT was scored with these checkpoints on this store, score only the videos the store gained
     since (nothing at all when there are none); otherwise OUT is scored anew (replacing it needs `overwrite`).
-    `threads`: torch CPU threads (None: `auto_threads()`; the caller's setting is restored at the end)."""
+    `threads`: torch CPU threads (None: `auto_threads()`; the caller's setting is restored at the end). `amp`:
+    'auto' runs the students' forward pass in bf16 where the hardware has it (`mtvad.students.device`), 'off' in
+    float32."""
     import torch
 
     if batch_size < 1:
         raise ConfigError(f"batch size must be >= 1; got {batch_size}")
     if threads is not None and threads < 1:
         raise ConfigError(f"threads must be >= 1; got {threads}")
+    if amp not in ("auto", "off"):
+        raise ConfigError(f"--amp must be auto or off; got {amp!r}")
     before = torch.get_num_threads()
     torch.set_num_threads(threads or auto_threads())
     try:
         return _score(store_url, checkpoints, out, maps=maps, splits=splits, batch_size=batch_size, device=device,
-                      overwrite=overwrite, update=update, progress=progress)
+                      overwrite=overwrite, update=update, progress=progress, amp=amp)
     finally:
         torch.set_num_threads(before)
 
 
 def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *, maps: bool, splits: Sequence[str],
-           batch_size: int, device: str, overwrite: bool, update: bool, progress: bool) -> ScoreResult:
+           batch_size: int, device: str, overwrite: bool, update: bool, progress: bool, amp: str) -> ScoreResult:
     import torch
 
-    from mtvad.students.device import pick_device
+    from mtvad.students.device import pick_device, precision_for
 
     out = Path(out)
     store = open_store(store_url)
@@ -249,6 +261,7 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
         _check_out(out, overwrite)
     store.require_complete()
     dev = pick_device(device)
+    precision = precision_for(dev, amp)
     branches = load_branches(checkpoints, store, dev)
     if "train" not in splits:
         raise ConfigError("scoring must include the training videos: calibration and the threshold use them")
@@ -261,7 +274,7 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
     t0 = time.perf_counter()
     if total == 0:  # an update with nothing new: OUT is left untouched
         return ScoreResult(out, list(branches), {s: 0 for s in splits}, {s: 0 for s in splits}, 0.0,
-                           {b: 0.0 for b in branches}, torch.get_num_threads())
+                           {b: 0.0 for b in branches}, torch.get_num_threads(), precision.name)
 
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -279,14 +292,16 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
                     video = store.video(split, vid)
                     group = root.require_group(f"{split}/{vid}")
                     group.attrs.update({"n_frames": video.n_frames, "has_labels": bool(video.has_labels)})
-                    seg, flow = teacher_video(store, split, vid)
+                    reads: dict[tuple[str, str], np.ndarray] = {}  # each array read once for all rows
+                    seg, flow = teacher_video(store, split, vid, reads)
                     keys = object_keys(seg, flow)
                     for name, (model, config, ckpt, _) in branches.items():
                         bar.update(task, what=f"{name} {split}/{vid}")
                         tb = time.perf_counter()
                         s, v, m = score_branch_video(
                             store, split, vid, name, model, config, ckpt, dev, batch_size,
-                            maps=maps and split == "test", on_batch=lambda k: bar.advance(task, k), teacher_keys=keys)
+                            maps=maps and split == "test", on_batch=lambda k: bar.advance(task, k), teacher_keys=keys,
+                            precision=precision, reads=reads)
                         seconds[name] += time.perf_counter() - tb
                         counts[name] += int(v.sum())
                         bar.advance(task, video.n_frames - int(v.sum()))
@@ -301,7 +316,7 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
                     if video.has_labels:
                         group.create_array("label", data=video.label().astype(np.uint8), chunks=(video.n_frames,))
         if scored is None:
-            root.attrs.update(_root_attrs(store, branches, maps, dev, torch))
+            root.attrs.update(_root_attrs(store, branches, maps, dev, torch, precision.name))
             if out.exists():
                 shutil.rmtree(out)  # checked by _check_out: a scores file we may replace
             os.replace(tmp, out)
@@ -314,7 +329,7 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
     return ScoreResult(out, list(branches), {s: len(v) for s, v in videos.items()},
                        {s: sum(store.video(s, v).n_frames for v in videos[s]) for s in splits}, elapsed,
                        {b: counts[b] / seconds[b] if seconds[b] else 0.0 for b in branches},
-                       torch.get_num_threads())
+                       torch.get_num_threads(), precision.name)
 
 
 def _already_scored(out: Path, store: Store, checkpoints: Sequence[str | Path],
@@ -371,7 +386,7 @@ def _write_row(group: zarr.Group, name: str, scores: dict[str, np.ndarray], vali
     group.create_array(f"{name}_valid", data=np.asarray(valid, bool), chunks=(len(valid),))
 
 
-def _root_attrs(store: Store, branches: dict, maps: bool, device, torch) -> dict[str, Any]:
+def _root_attrs(store: Store, branches: dict, maps: bool, device, torch, precision: str) -> dict[str, Any]:
     cks = {}
     for name, (model, config, ckpt, path) in branches.items():
         cks[name] = {"path": str(path), "sha256": file_sha256(path), "step": int(ckpt["step"]),
@@ -388,6 +403,7 @@ def _root_attrs(store: Store, branches: dict, maps: bool, device, torch) -> dict
         "invalid_policy": INVALID_POLICY, "units": {k: _units(k) for k in list(branches) + list(CONTROLS)},
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "vad_version": __version__,
         "torch_version": str(torch.__version__), "device": str(device), "torch_threads": torch.get_num_threads(),
+        "precision": precision,
     }
 
 

@@ -152,10 +152,14 @@ class StoreSamples(Dataset):
 class InMemoryDataset(StoreSamples):
     """The needed arrays of every video held as uint8/uint16 tensors; batches are gathers."""
 
-    def __init__(self, store: Store, split: str, video_ids: Sequence[str], spec: BranchSpec, n_classes: int):
+    def __init__(self, store: Store, split: str, video_ids: Sequence[str], spec: BranchSpec, n_classes: int,
+                 reads: dict[tuple[str, str], np.ndarray] | None = None):
+        """`reads`: {(video id, array name): the array as stored}, shared by datasets of the same videos so each
+        array is read from the store once (scoring both branches); filled with what this one reads."""
         videos = [store.video(split, v) for v in video_ids]
         super().__init__(store.url, split, video_ids, [v.n_frames for v in videos], spec, n_classes,
                          [v.channels for v in videos])
+        reads = {} if reads is None else reads
         self.starts = torch.tensor(np.concatenate([[0], np.cumsum(self.n_frames)[:-1]]), dtype=torch.int64)
         total = sum(self.n_frames)
         self.arrays: dict[str, torch.Tensor] = {}
@@ -164,8 +168,10 @@ class InMemoryDataset(StoreSamples):
             dtype = getattr(torch, str(first.dtype))
             shape = (*first.shape[1:-1], self.frame_channels) if name == "frames" else first.shape[1:]
             self.arrays[name] = big = torch.empty((total, *shape), dtype=dtype)
-            for video, start in zip(videos, self.starts.tolist()):  # a grey video's frames broadcast where needed
-                big[start : start + video.n_frames] = torch.from_numpy(np.ascontiguousarray(video.group[name][:]))
+            for vid, video, start in zip(video_ids, videos, self.starts.tolist()):
+                if (vid, name) not in reads:
+                    reads[vid, name] = np.ascontiguousarray(video.group[name][:])
+                big[start : start + video.n_frames] = torch.from_numpy(reads[vid, name])  # grey frames broadcast
             if name == "seg":
                 top = int(big.max()) if total else 0
                 if top >= n_classes:
