@@ -78,6 +78,7 @@ def main() -> None:
     ap.add_argument("--out", default="/tmp/runs/ped2")
     ap.add_argument("--size", type=int, help="default: the recipe's")
     ap.add_argument("--max-steps", type=int, help="default: the recipe's")
+    ap.add_argument("--seed", type=int, default=0, help="training seed (two seeds give the run-to-run noise)")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     out = Path(args.out)
@@ -87,7 +88,8 @@ def main() -> None:
         run("precompute", [tool("vad"), "precompute", "ped2", "--data", args.data, "--store", args.store,
                            "--preset", args.preset, "--workers", str(args.workers), "--no-progress"], times)
     resume = all((out / b / "last.pt").exists() for b in ("appearance", "motion"))
-    run("train", [tool("vad"), "train", "--store", args.store, "--branch", "both", "--out", str(out), "--no-progress"]
+    run("train", [tool("vad"), "train", "--store", args.store, "--branch", "both", "--out", str(out), "--no-progress",
+                  "--seed", str(args.seed)]
         + (["--size", str(args.size)] if args.size else []) + (["--max-steps", str(args.max_steps)] if args.max_steps
                                                                else []) + (["--resume"] if resume else []), times)
     training = {b: training_figures(out / b) for b in ("appearance", "motion")}
