@@ -9,7 +9,7 @@ PRESET  ?= cpu-motion
 WORKERS ?=
 PYTEST_ARGS ?=
 
-.PHONY: install test precompute demo bench bench-teachers bench-reductions bench-ped2 clean help
+.PHONY: install test precompute demo bench bench-teachers bench-reductions bench-ped2 bench-train clean help
 
 help:
 	@echo "make demo        synthetic dataset -> store -> train both students (small) -> score -> report -> AUC table"
@@ -18,6 +18,7 @@ help:
 	@echo "make bench       throughput, overhead, scaling, storage and memory, and a 720p H.264 clip it writes (needs ../shared)"
 	@echo "make bench-teachers  teacher quality on real Ped2 (needs ../shared and STORE=stores/ped2.zarr)"
 	@echo "make bench-ped2  [PED2_PRESET=cpu-classes] the whole method on real Ped2 with the cpu recipe: training samples/s, time to beat the controls, scoring frames/s, AUC (needs ../shared; about an hour)"
+	@echo "make bench-train  training samples/s and scoring frames/s of the students, before and after the CPU recipe's speed-ups, in one run [BENCH_STORE=stores/ped2-cpu-motion.zarr] (needs ../shared; a few minutes)"
 	@echo "make bench-reductions  AUC of every frame reduction x calibration x fusion [SCORES=... STORE=...] (default: the demo's)"
 
 install: $(VENV)/.installed
@@ -74,6 +75,12 @@ PED2_PRESET ?= cpu-motion
 PED2_OUT ?= outputs/ped2-$(PED2_PRESET)
 bench-ped2: install
 	$(BIN)/python benchmarks/ped2_result.py --preset $(PED2_PRESET) --store stores/ped2-$(PED2_PRESET).zarr --out $(PED2_OUT)
+
+# training and scoring speed of the students, before and after the CPU recipe's networks and bf16 (docs/benchmarks.md)
+BENCH_STORE ?= stores/ped2-cpu-motion.zarr
+bench-train: install
+	test -d $(BENCH_STORE) || $(BIN)/vad precompute ped2 --data ../shared/data/ped2 --store $(BENCH_STORE) --preset cpu-motion
+	$(BIN)/python benchmarks/bench_speed.py --store $(BENCH_STORE)
 
 # every frame reduction x calibration x fusion of a scores file, controls beside (default: the demo's)
 SCORES ?= $(DEMO)/scores.zarr
