@@ -34,7 +34,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)  # CUDA generators too
 
 
-
 @dataclass
 class BranchRun:
     """One branch's run as set up: its resolved config, data, student, optimizer and where it starts."""

@@ -19,8 +19,9 @@ gradient; the mean-map control is computed from the training videos only.
 
 **Validation loss**: the patch loss of Eq. 6 per validation sample (worst of the 16 patch MSEs), averaged over
 the validation samples (at most `VALIDATION_SAMPLES`, evenly spaced, the same ones for the controls and every
-validation of a run: `validation_indices`), with the student in eval mode (BatchNorm running statistics, as scoring uses it) and
-no gradient; it consumes no random numbers, so a resumed run stays bit-exact.
+validation of a run: `validation_indices`), with the student in eval mode (BatchNorm running statistics, as
+scoring uses it) and no gradient, under the run's precision; it consumes no random numbers, so a resumed run
+stays bit-exact.
 
 **Converged** (`converged`): the best validation loss is below `CONVERGED_RATIO` (0.9) times the lowest
 control loss. A student that is not at least 10% better than copying, predicting zero or the mean map has not
