@@ -185,3 +185,16 @@ def scores_with_maps(paths, out: Path, **maps):
             group[f"test/{vid}/{branch}_map"][:] = of_mask(mask).astype(np.float16)
     return open_scores(copy)
 
+
+def scripted_validation_losses(monkeypatch, values):
+    """The k-th validation of a training run returns values[k]; returns the list of calls made."""
+    import mtvad.students.validation
+
+    calls = []
+
+    def fake(*args, **kw):
+        calls.append(1)
+        return values[len(calls) - 1]
+
+    monkeypatch.setattr(mtvad.students.validation, "validation_loss", fake)
+    return calls

@@ -11,7 +11,6 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-import mtvad.students.validation
 from mtvad.cli.main import app
 from mtvad.hashing import file_sha256
 from mtvad.scoring.score import score
@@ -20,7 +19,7 @@ from mtvad.students.branches import MOTION
 from mtvad.students.checkpoint import best_path, checkpoint_path, load_checkpoint
 from mtvad.students.config import DataConfig, MotionConfig, OptimConfig, RunConfig, TrainConfig
 from mtvad.students.train import train
-from tests.stores import make_store
+from tests.stores import make_store, scripted_validation_losses
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -43,24 +42,12 @@ def config(store, out, **kw) -> TrainConfig:
     return cfg
 
 
-def _scripted(monkeypatch, values):
-    """The k-th validation of a run returns values[k]."""
-    calls = []
-
-    def fake(*args, **kw):
-        calls.append(1)
-        return values[len(calls) - 1]
-
-    monkeypatch.setattr(mtvad.students.validation, "validation_loss", fake)
-    return calls
-
-
 # ------------------------------------------------------------------------------------------------- patience
 
 
 def test_training_stops_after_patience_validations_without_a_lower_loss(store_path, tmp_path, monkeypatch):
     # best at step 3 (2.0); steps 4, 5, 6 do not go below it (2.0 again is no improvement): stop at step 6
-    calls = _scripted(monkeypatch, [5.0, 4.0, 2.0, 2.5, 2.0, 3.0, 1.0, 0.5])
+    calls = scripted_validation_losses(monkeypatch, [5.0, 4.0, 2.0, 2.5, 2.0, 3.0, 1.0, 0.5])
     result = train(config(store_path, tmp_path / "run", run__patience=3, run__max_steps=20), progress=False)["motion"]
     assert (result.stopped, result.step, len(calls)) == ("patience", 6, 6)
     assert result.best["step"] == 3 and load_checkpoint(best_path(tmp_path / "run", "motion"))["step"] == 3
@@ -79,7 +66,7 @@ def test_training_stops_after_patience_validations_without_a_lower_loss(store_pa
 
 
 def test_patience_zero_never_stops_and_the_ceiling_still_holds(store_path, tmp_path, monkeypatch):
-    calls = _scripted(monkeypatch, [1.0] + [2.0] * 9)
+    calls = scripted_validation_losses(monkeypatch, [1.0] + [2.0] * 9)
     result = train(config(store_path, tmp_path, run__patience=0, run__max_steps=7), progress=False)["motion"]
     assert (result.stopped, result.step, len(calls)) == ("max_steps", 7, 7)
 

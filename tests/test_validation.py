@@ -33,7 +33,7 @@ from mtvad.students.validation import (
     split_videos,
     validation_loss,
 )
-from tests.stores import DEFAULT_TEACHERS, make_store, random_video_values
+from tests.stores import DEFAULT_TEACHERS, make_store, random_video_values, scripted_validation_losses
 
 CPU = torch.device("cpu")
 GRID = 4
@@ -254,20 +254,8 @@ def test_validation_loss_leaves_the_model_in_its_mode_and_its_weights_alone(stor
 # ------------------------------------------------------------------------------------------------ best.pt
 
 
-def _scripted(monkeypatch, values):
-    """validation_loss returns values[k] at its k-th call."""
-    calls = []
-
-    def fake(*args, **kw):
-        calls.append(1)
-        return values[len(calls) - 1]
-
-    monkeypatch.setattr(mtvad.students.validation, "validation_loss", fake)
-    return calls
-
-
 def test_best_pt_is_the_checkpoint_of_the_lowest_validation_loss(store_path, tmp_path, monkeypatch):
-    calls = _scripted(monkeypatch, [3.0, 1.0, 2.0, 5.0, 4.0, 0.5, 9.0])
+    calls = scripted_validation_losses(monkeypatch, [3.0, 1.0, 2.0, 5.0, 4.0, 0.5, 9.0])
     cfg = config(store_path, tmp_path / "run", run__max_steps=4, run__checkpoint_every=1, optim__epochs=3)
     result = mtvad.students.train.train(cfg, progress=False)["motion"]
     assert len(calls) == 4 and [e["loss"] for e in result.validation] == [3.0, 1.0, 2.0, 5.0]
@@ -293,7 +281,7 @@ def test_best_pt_is_the_checkpoint_of_the_lowest_validation_loss(store_path, tmp
 
 
 def test_a_kill_between_last_pt_and_best_pt_is_mended_on_resume(store_path, tmp_path, monkeypatch):
-    _scripted(monkeypatch, [2.0, 1.0])
+    scripted_validation_losses(monkeypatch, [2.0, 1.0])
     cfg = config(store_path, tmp_path, run__max_steps=2, run__checkpoint_every=1, optim__epochs=3)
     mtvad.students.train.train(cfg, progress=False)
     best, last = best_path(tmp_path, "motion"), checkpoint_path(tmp_path, "motion")
@@ -309,7 +297,7 @@ def test_a_kill_between_last_pt_and_best_pt_is_mended_on_resume(store_path, tmp_
 
 
 def test_without_validation_there_is_no_best_pt_and_no_verdict(store_path, tmp_path, monkeypatch):
-    calls = _scripted(monkeypatch, [1.0] * 10)
+    calls = scripted_validation_losses(monkeypatch, [1.0] * 10)
     result = mtvad.students.train.train(config(store_path, tmp_path, run__max_steps=2, data__val_videos="none"),
                                         progress=False)["motion"]
     assert calls == [] and result.converged is None and result.best_checkpoint is None
@@ -342,7 +330,7 @@ def test_a_branch_that_does_not_beat_its_control_is_reported_not_converged(store
 
 
 def test_a_branch_that_beats_its_control_is_converged(store_path, tmp_path, monkeypatch, capsys):
-    _scripted(monkeypatch, [1e-3])
+    scripted_validation_losses(monkeypatch, [1e-3])
     result = mtvad.students.train.train(config(store_path, tmp_path, run__max_steps=1), progress=False)["motion"]
     assert result.converged is True and load_checkpoint(best_path(tmp_path, "motion"))["converged"] is True
     assert "not converged" not in capsys.readouterr().err
