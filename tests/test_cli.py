@@ -163,6 +163,9 @@ def test_eval_json_prints_the_results_on_stdout_and_the_notes_on_stderr(paths, t
     assert tables.exit_code == 0 and "micro AUC" in tables.stdout
     assert json.loads(out.read_text()) == results
     assert f"wrote {out}" in " ".join(tables.stderr.split())
+    assert vad(*args, "--out", out).exit_code == 0  # its own file: replaced
+    out.write_text("{}")  # vad's file changed since: no longer vad's to replace
+    assert "changed since vad wrote it" in one_line_error(vad(*args, "--out", out)) and out.read_text() == "{}"
 
 
 # ------------------------------------------------------------------------------------------ train --config
@@ -179,6 +182,16 @@ def test_train_config_with_an_unknown_key_is_one_error_line_naming_the_file_and_
     config.write_text("{not json")
     assert "not valid JSON" in one_line_error(vad("train", "--config", config))
     assert "no config file" in one_line_error(vad("train", "--config", tmp_path / "none.json"))
+
+
+@pytest.mark.parametrize("section, key, value", [("run", "max_steps", True), ("optim", "batch_size", "8"),
+                                                 ("optim", "lr", "1e-3"), ("data", "ram_budget_gb", "4")])
+def test_train_config_values_are_not_coerced(tiny, tmp_path, section, key, value):
+    """A bool is not an int and a string not a number: one error line naming the file and the dotted key."""
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({section: {key: value}}))
+    line = one_line_error(vad("train", "--config", config, "--store", tiny))
+    assert str(config) in line and f"config.{section}.{key}" in line, line
 
 
 @pytest.fixture

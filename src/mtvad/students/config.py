@@ -9,7 +9,8 @@ attention network; Table 4 puts that attention best in the decoder.
 Where the paper is silent the defaults are ours and say so (`batch_size`, `epochs`, `seed`, the attention
 network's width, the attention form).
 
-Every model refuses unknown keys (`extra="forbid"`) and checks its values when it is built; whatever is wrong
+Every model refuses unknown keys (`extra="forbid"`), takes values only of their own type (`strict`: `true` is
+not an int, `"8"` not a number) and checks them when it is built; whatever is wrong
 becomes one `ConfigError` line naming the setting by its dotted key (`config.motion.scse must be one of
 encoder-mid, decoder, off; got 'everywhere'`), never a pydantic traceback. The models are not frozen (code and
 tests adjust a field or two); `validate()` checks the whole config again after such changes and that a store
@@ -56,7 +57,7 @@ UNET_STRIDE = 32  # 5 downsampling stages: inputs must be multiples of 32
 class _Section(BaseModel):
     """One part of the config: unknown keys refused; a bad value is a `ConfigError` naming its dotted key."""
 
-    model_config = ConfigDict(extra="forbid", frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=False, strict=True)  # a bool is not an int, "8" not a number
     _where: ClassVar[str] = "config"  # where this model sits in TrainConfig, for the error messages
 
     def __init__(self, **data: Any) -> None:
