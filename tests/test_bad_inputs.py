@@ -306,12 +306,31 @@ def _pickled_checkpoint(paths):
     return setup
 
 
+def _users_file_at_out(paths, command: str):
+    """A user's file where the command would write its output (issue 23, 1)."""
+    def setup(tmp: Path):
+        store, scores = str(paths["store"]), str(paths["scores"])
+        if command == "eval":
+            (tmp / "user.json").write_text('{"mine": true}\n')
+            return ["eval", "--scores", scores, "--store", store, "--out", "user.json"], "user.json"
+        if command == "show":
+            (tmp / "photo.png").write_bytes(b"\x89PNG my holiday")
+            return ["store", "show", store, "--video", "test/01", "--frames", "0", "--out", "photo.png"], "photo.png"
+        (tmp / "site").mkdir()
+        (tmp / "site" / "index.html").write_text("<html>my home page</html>\n")
+        return ["report", "--scores", scores, "--store", store, "--out", "site"], "site/index.html"
+    return setup
+
+
 def _cases(paths) -> dict[str, Case]:
     return {
         # 1: --overwrite deletes only a vad store
         "1-overwrite-a-folder-whose-zarr.json-is-not-zarr": Case(precompute_over(_not_zarr), ("not a vad store",)),
         "1-overwrite-another-tools-zarr-store": Case(precompute_over(_other_tools_zarr), ("not a vad store",)),
         "1-overwrite-a-store-holding-a-symlink": Case(_store_with_symlink, ("link",)),
+        "1-eval-out-a-users-file": Case(_users_file_at_out(paths, "eval"), ("not written by vad",)),
+        "1-show-out-a-users-picture": Case(_users_file_at_out(paths, "show"), ("not written by vad",)),
+        "1-report-out-a-users-site": Case(_users_file_at_out(paths, "report"), ("not written by vad",)),
         # 2: a chunk that should exist and does not is an error wherever it is read
         "2-pack-a-store-missing-a-chunk": Case(_store_missing_chunk("pack"), ("missing",)),
         "2-score-a-store-missing-a-chunk": Case(_scored_store_missing_a_chunk(paths), ("missing",)),

@@ -127,6 +127,23 @@ def test_another_new_video_computes_only_its_own_teachers_and_scores(first, inpu
         assert e["start_s"] == pytest.approx(e["start_frame"] / 8.0, abs=1e-3)
 
 
+def test_a_new_threshold_removes_only_the_thumbnails_vad_wrote(first, inputs, tmp_path):
+    """Events change (another threshold): the earlier run's thumbnails beyond the new events go, a user's file
+    named like one stays byte for byte."""
+    import shutil
+
+    from mtvad.written import record_written
+
+    out = tmp_path / "run"
+    shutil.copytree(first[0], out)
+    ours, users = out / "thumbnails" / "a-e08.png", out / "thumbnails" / "a-e09.png"
+    shutil.copy(next((out / "thumbnails").glob("a-e01.png")), ours)
+    record_written(out, [ours])  # as if an earlier run had found 8 events
+    users.write_bytes(b"my own picture")
+    detect([inputs["normal"]], [inputs["a"]], out, settings(mp4=True, threshold_quantile=0.9))
+    assert not ours.exists() and users.read_bytes() == b"my own picture"
+
+
 def test_other_normal_footage_in_the_same_run_folder_is_refused(first, inputs):
     before = file_times(first[0])
     with pytest.raises(DetectError, match="normal"):

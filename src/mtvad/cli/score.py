@@ -118,8 +118,11 @@ def eval_cmd(
     from mtvad.scoring.evaluate import evaluate, results_notes, results_tables
     from mtvad.scoring.scores_file import open_scores
     from mtvad.store.access import open_store
+    from mtvad.written import check_replaceable, write_text
 
     post = _post_config(window, polyorder, normalise, threshold_quantile, reduction, fusion)
+    if out is not None:
+        check_replaceable(out.parent, [out], "--out")  # before the work: a user's file is never replaced
     sf = open_scores(scores)
     ev = evaluate(sf, open_store(store) if store else None, post, pixel_size, kinds)
     if as_json:
@@ -131,8 +134,7 @@ def eval_cmd(
     for note in results_notes(ev.results):
         console.print(f"note: {note}", highlight=False)
     if out is not None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(ev.results, indent=2) + "\n")
+        write_text(out, json.dumps(ev.results, indent=2) + "\n")
         console.print(f"wrote {out}", highlight=False)
 
 

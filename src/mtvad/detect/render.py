@@ -121,7 +121,7 @@ def write_thumbnail(path: Path, frame: np.ndarray, heat: np.ndarray, caption: st
     ImageDraw.Draw(canvas).text((pad, pad), text, fill=(255, 255, 255), font=font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    canvas.save(path, format="PNG")
 
 
 def _plain(text: str) -> str:
@@ -154,7 +154,7 @@ def timeline_figure(path: Path, video: str, fps: float, fused: np.ndarray, thres
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    fig.savefig(path, dpi=100, format="png")
     plt.close(fig)
 
 

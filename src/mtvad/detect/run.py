@@ -36,6 +36,7 @@ from mtvad.errors import VadError
 from mtvad.presets import DEFAULT_PRESET
 from mtvad.scoring.postprocess import DEFAULT_QUANTILE
 from mtvad.students.config import UNET_STRIDE
+from mtvad.written import read_record, remove_written, replacing
 
 MARKER = "detect.json"
 FORMAT = "vad-detect"
@@ -302,18 +303,19 @@ def _events_and_report(store, scores_path: Path, test_videos, s: DetectSettings,
                              s.merge_gap_s, s.min_duration_s)
         unchanged = previous.get("threshold") == round(processed.threshold, 6) and \
             previous.get("videos", {}).get(vid) == [e.to_json() | {"thumbnail": None} for e in events]
-        _remove_stale_thumbnails(out / "thumbnails", vid, len(events))
+        _remove_stale_thumbnails(out, vid, len(events))
         for e in events:
             e.thumbnail = f"thumbnails/{vid}-e{e.index:02d}.png"
             if not (unchanged and (out / e.thumbnail).exists()):
                 frame, heat = _peak_view(store, sf, vid, e, heat_scale)
-                write_thumbnail(out / e.thumbnail, frame, heat, f"{vid} event {e.index} - {clock(e.peak_s)} - "
-                                f"{e.branch} {e.peak_score:.2f}")
+                with replacing(out / e.thumbnail, out) as tmp:
+                    write_thumbnail(tmp, frame, heat, f"{vid} event {e.index} - {clock(e.peak_s)} - "
+                                    f"{e.branch} {e.peak_score:.2f}")
         timeline = f"timelines/{vid}.png"
         if not (unchanged and (out / timeline).exists()):
-            (out / "timelines").mkdir(parents=True, exist_ok=True)
-            timeline_figure(out / timeline, vid, fps, series["fused"], processed.threshold, events,
-                            {b: series[b] for b in sf.branches})
+            with replacing(out / timeline, out) as tmp:
+                timeline_figure(tmp, vid, fps, series["fused"], processed.threshold, events,
+                                {b: series[b] for b in sf.branches})
         page = {"id": vid, "path": store.video("test", vid).group.attrs.get("source", ""), "fps": fps,
                 "frames": len(series["fused"]), "timeline": timeline, "events": events,
                 "warnings": result.warnings.get(vid, previous.get("warnings", {}).get(vid, []))}
@@ -343,13 +345,12 @@ def _events_and_report(store, scores_path: Path, test_videos, s: DetectSettings,
     result.report = write_detect_report(out, pages, processed.threshold, settings)
 
 
-def _remove_stale_thumbnails(folder: Path, vid: str, keep: int) -> None:
-    """The thumbnails of a video's events beyond its `keep` events now (an earlier run's, of other events)."""
-    pattern = re.compile(re.escape(vid) + r"-e(\d+)\.png")
-    for path in folder.glob("*.png") if folder.is_dir() else ():
-        match = pattern.fullmatch(path.name)
-        if match and int(match.group(1)) > keep:
-            path.unlink()
+def _remove_stale_thumbnails(out: Path, vid: str, keep: int) -> None:
+    """The thumbnails vad wrote for a video's events beyond its `keep` events now (an earlier run's, of other
+    events); a file it did not write is kept, whatever its name."""
+    pattern = re.compile("thumbnails/" + re.escape(vid) + r"-e(\d+)\.png")
+    stale = [out / key for key in read_record(out) if (m := pattern.fullmatch(key)) and int(m.group(1)) > keep]
+    remove_written(out, stale)
 
 
 def _fps(store, split: str, vid: str) -> float:

@@ -14,7 +14,9 @@
                                   it (bottom), as the paper's Figs. 7-8 (needs `vad score --maps`)
 
 The page lists exactly the figures written (`Report.figures`); without ground truth there is no ROC and no AUC
-(the page says so), and without maps no overlays (it says so too).
+(the page says so), and without maps no overlays (it says so too). OUT may hold other files: they are left
+alone, and a file of the names above that vad did not write there is refused before anything is written
+(`mtvad.written`).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from mtvad.scoring.evaluate import EvaluationError, check_pixel_size, evaluate, 
 from mtvad.scoring.postprocess import PostConfig, process
 from mtvad.scoring.scores_file import ScoresFile
 from mtvad.store.access import Store
+from mtvad.written import check_replaceable, replacing, write_text
 
 BRANCH_COLOURS = ("tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown")  # in the scores file's order
 
@@ -65,8 +68,8 @@ def _plt():
 
 
 def _save(fig, path: Path, report: Report, dpi: int = 90) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
+    with replacing(path, report.out) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
     _plt().close(fig)
     report.figures.append(path)
 
@@ -84,13 +87,14 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
     check_pixel_size(pixel_size)  # a bad option is refused, not reported as "no evaluation"
     scores.check_store(store)
     out = Path(out)
+    check_replaceable(out, report_files(scores, out), "--out")  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
     report = Report(out, out / "index.html")
     try:
         ev = evaluate(scores, store, post, pixel_size, kinds_file)
         processed, labels, results = ev.processed, ev.labels, ev.results
         report.results = results
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        write_text(out / "results.json", json.dumps(results, indent=2) + "\n", out)
     except EvaluationError as exc:
         ev, results, labels = None, None, {}
         processed = process(scores.raw(post.reduction), scores.branches, post)
@@ -163,6 +167,13 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
                          report)
     _write_page(scores, processed, post, report)
     return report
+
+
+def report_files(scores: ScoresFile, out: Path) -> list[Path]:
+    """Every file a report of `scores` may write into `out`."""
+    return [out / name for name in ("index.html", "results.json", "roc.png", "per_video_auc.png", "training.png")] + [
+        out / f"maps_{branch}.png" for branch in scores.branches] + [
+        out / "timelines" / f"{vid}.png" for vid in scores.video_ids("test")]
 
 
 def _training_figure(scores: ScoresFile, path: Path, report: Report, plt) -> None:
@@ -314,4 +325,4 @@ def _write_page(scores: ScoresFile, processed, post: PostConfig, report: Report)
                 rel = p.relative_to(out).as_posix()
                 parts.append(f"<p><a href='{e(rel)}'><img src='{e(rel)}' alt='{e(rel)}'></a></p>")
     parts.append("</body></html>")
-    report.page.write_text("\n".join(parts) + "\n")
+    write_text(report.page, "\n".join(parts) + "\n", out)

@@ -8,6 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from mtvad.store.access import Store
+from mtvad.written import check_replaceable, replacing
 
 
 def teacher_panels(store: Store, video_key: str, frames: Sequence[int], out: Path) -> Path:
@@ -18,6 +19,7 @@ def teacher_panels(store: Store, video_key: str, frames: Sequence[int], out: Pat
     import matplotlib.pyplot as plt
     from matplotlib.colors import hsv_to_rgb
 
+    check_replaceable(out.parent, [out], "--out")  # before the work: a user's picture is never replaced
     split, video_id = video_key.split("/", 1)
     video = store.video(split, video_id)
     bad = [f for f in frames if not 0 <= f < video.n_frames]
@@ -55,7 +57,7 @@ def teacher_panels(store: Store, video_key: str, frames: Sequence[int], out: Pat
         ax.set_title(title)
     fig.suptitle(f"{store.url}: teachers " + ", ".join(f"{r}={t['name']}" for r, t in store.teachers.items()))
     fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=80)
+    with replacing(out) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
     plt.close(fig)
     return out
