@@ -322,6 +322,34 @@ def _users_file_at_out(paths, command: str):
     return setup
 
 
+def _damaged_array_metadata(command: str, damage: str):
+    """A store whose array metadata was replaced or crafted; `command` trusts it as complete (issue 23, 3)."""
+    def setup(tmp: Path):
+        if command == "precompute":  # a store of this dataset, complete
+            write_folder_dataset(tmp / "data")
+            assert run_vad("precompute", "folder", "--data", "data", "--store", "s.zarr", *FAST, cwd=tmp).returncode == 0
+        else:
+            make_store(tmp / "s.zarr")
+        meta = tmp / "s.zarr" / ("train/cam1/depth/zarr.json" if command == "precompute" else "test/01/depth/zarr.json")
+        doc = json.loads(meta.read_text())
+        if damage == "group":
+            doc = {"zarr_format": 3, "node_type": "group", "attributes": {}}
+        elif damage == "another-arrays":
+            doc = json.loads((meta.parent.parent / "flow_mag" / "zarr.json").read_text())
+            doc["shape"], doc["data_type"] = json.loads(meta.read_text())["shape"], "uint16"
+        elif damage == "pickle":
+            doc["codecs"] = [{"name": "bytes", "configuration": {"endian": "little"}},
+                             {"name": "numcodecs.pickle", "configuration": {}}]
+        else:
+            doc["data_type"] = "string"
+        meta.write_text(json.dumps(doc))
+        if command == "precompute":
+            return ["precompute", "folder", "--data", "data", "--store", "s.zarr", *FAST], "s.zarr"
+        return ["train", "--store", "s.zarr", "--out", "run", "--branch", "appearance", "--max-steps", "1",
+                "--size", "32", "--batch-size", "2", "--no-progress"], "s.zarr"
+    return setup
+
+
 def _cases(paths) -> dict[str, Case]:
     return {
         # 1: --overwrite deletes only a vad store
@@ -336,6 +364,14 @@ def _cases(paths) -> dict[str, Case]:
         "2-score-a-store-missing-a-chunk": Case(_scored_store_missing_a_chunk(paths), ("missing",)),
         "2-train-on-a-store-missing-a-chunk": Case(_store_missing_chunk("train"), ("missing",)),
         "2-info-on-a-store-missing-its-test-split": Case(_store_missing_split, ("missing", "deleted")),
+        "2-precompute-over-array-metadata-replaced-by-a-group": Case(_damaged_array_metadata("precompute", "group"),
+                                                                     ("is a group",)),
+        "2-precompute-over-another-arrays-metadata": Case(_damaged_array_metadata("precompute", "another-arrays"),
+                                                          ("another array",)),
+        "2-train-on-a-store-with-a-pickled-test-array": Case(_damaged_array_metadata("train", "pickle"),
+                                                             ("numcodecs.pickle",)),
+        "2-train-on-a-store-with-a-string-test-array": Case(_damaged_array_metadata("train", "string"),
+                                                            ("data type",)),
         # 3: a checkpoint knows the store it was trained on
         "3-resume-on-another-datasets-store": Case(_resume_on_another_dataset(paths), ("dataset",)),
         # 4: a truncated video

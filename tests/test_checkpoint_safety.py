@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -22,8 +23,9 @@ from mtvad.students import checkpoint as checkpoint_module
 from mtvad.students.checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
 from mtvad.students.config import DataConfig, MotionConfig, OptimConfig, RunConfig, TrainConfig
 from mtvad.students.train import train
-from tests.conftest import one_line_error
+from tests.conftest import one_line_error, run_vad
 from tests.stores import make_store, one_torch_thread
+from tests.test_bad_inputs import FAST, write_folder_dataset
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -280,3 +282,51 @@ def test_a_plain_pickle_file_is_refused_as_pickled_objects(tmp_path):
     with pytest.raises(CheckpointError, match=r"model\.pkl: .*pickled") as err:
         load_checkpoint(path)
     assert "safe_globals" not in str(err.value) and not (tmp_path / "it-ran").exists()
+
+
+# ------------------------------------------------------------------------ what a killed run leaves (issue 23, 2)
+
+
+def left_over(path: Path, folder: bool = False) -> Path:
+    """A temporary file (or a folder holding one) untouched for an hour."""
+    if folder:
+        path.mkdir()
+        (path / "zarr.json").write_text("{}")
+    else:
+        path.write_bytes(b"partial")
+    os.utime(path, (time.time() - 3600,) * 2)
+    return path
+
+
+def test_a_no_op_resume_removes_the_checkpoint_temporaries_of_a_killed_run(run, tmp_path):
+    folder = copy_run(run, tmp_path) / "motion"
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = [left_over(folder / f".last.pt.tmp-{dead_pid()}"),
+                 left_over(folder / f".history.json.tmp-{dead_pid()}")]
+        kept = left_over(folder / f".best.pt.tmp-{alive.pid}")  # another run writing now
+        train(config(run[0], folder.parent), resume=True, progress=False)  # finished already: trains nothing
+        assert not any(p.exists() for p in stale) and kept.exists()
+    finally:
+        alive.kill()
+        alive.wait()
+
+
+def test_scoring_removes_the_temporary_scores_folder_of_a_killed_scoring(run, tmp_path):
+    killed = left_over(tmp_path / f".s.zarr.tmp-{dead_pid()}", folder=True)
+    other = left_over(tmp_path / f".other.zarr.tmp-{dead_pid()}", folder=True)  # of another --out
+    score(str(run[0]), [run[2]], tmp_path / "s.zarr", progress=False)
+    assert not killed.exists() and other.exists()
+
+
+def test_a_stray_zarr_temporary_is_named_by_verify_never_packed_and_removed_by_precompute(tmp_path):
+    write_folder_dataset(tmp_path / "data")
+    assert run_vad("precompute", "folder", "--data", "data", "--store", "s.zarr", *FAST, cwd=tmp_path).returncode == 0
+    partial = left_over(tmp_path / "s.zarr/train/cam1/seg/c/0/0/0.0123456789abcdef0123456789abcdef.partial")
+    verify = run_vad("store", "verify", "s.zarr", "--no-progress", cwd=tmp_path)
+    assert verify.returncode == 3 and "seg/c/0/0/0.0123456789abcdef0123456789abcdef.partial: stray" in verify.stdout
+    assert run_vad("store", "pack", "s.zarr", "s.zip", "--no-progress", cwd=tmp_path).returncode == 0
+    assert not [n for n in zipfile.ZipFile(tmp_path / "s.zip").namelist() if n.endswith(".partial")]
+    again = run_vad("precompute", "folder", "--data", "data", "--store", "s.zarr", *FAST, cwd=tmp_path)
+    assert again.returncode == 0 and not partial.exists()
+    assert run_vad("store", "verify", "s.zarr", "--no-progress", cwd=tmp_path).returncode == 0

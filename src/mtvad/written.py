@@ -1,24 +1,40 @@
-"""What vad wrote into a folder, so that a later run replaces only that and never a user's file.
+"""How vad writes files: atomically, recorded, and what an interrupted write leaves is cleaned by the next run.
 
 Each folder a command writes its files into (`vad report --out`, a `vad detect` run folder, the folder of a
 `vad eval --out` or `vad store show --out` file) gets a record, `.vad-written.json`: {relative path: sha256 of
 the file as vad wrote it}. A command may replace an existing file only when the record names it with the hash
 it still has; anything else there (a user's file, or vad's file changed since) is refused, naming it, before
 the command writes anything. Deleting follows the same rule (`remove_written`).
+
+Every file is written to a temporary name beside its target, `.NAME.tmp-PID` (a folder for a scores file), and
+renamed into place; Zarr writes a store's chunks as `NAME.<uuid>.partial` first. A kill leaves those behind. The
+next run of the command removes the ones in the folders it writes to (`remove_leftovers`, `remove_zarr_partials`)
+when they are left over: owned by this user, untouched for STALE_AFTER_S, and their process (PID) gone. Another
+live process's files are never touched.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import shutil
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+import psutil
 
 from mtvad.errors import VadError
 from mtvad.hashing import file_sha256
 
 RECORD = ".vad-written.json"
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)(\.mp4)?")  # temp_path's names
+ZARR_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")  # zarr's LocalStore writes NAME.<uuid>.partial, renames it
+# Untouched this long (and its process gone) a temporary file is left over: a writer touches its file while it
+# writes, and the age keeps the file of a process of another host (a shared folder: its PID means nothing here).
+STALE_AFTER_S = 10
 
 
 class OutputError(VadError):
@@ -97,7 +113,7 @@ def replacing(path: str | Path, folder: str | Path | None = None) -> Iterator[Pa
     folder = path.parent if folder is None else Path(folder)
     check_replaceable(folder, [path])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp = temp_path(path)
     try:
         yield tmp
         os.replace(tmp, path)
@@ -113,12 +129,92 @@ def write_text(path: str | Path, text: str, folder: str | Path | None = None) ->
     return Path(path)
 
 
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """`text` into `path` atomically, not recorded: for the files a command owns by their names (a run folder's
+    detect.json, a branch's history.json)."""
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_json(path: str | Path, doc) -> Path:
+    """`doc` as indented JSON into `path` (`atomic_write_text`)."""
+    return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+def temp_path(path: str | Path, suffix: str = "") -> Path:
+    """Where `path` is written before it is renamed into place: `.NAME.tmp-PID` beside it (`suffix` after it
+    for writers that choose the format by the extension)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}{suffix}")
+
+
+def remove_leftovers(folder: str | Path, names=None, folders: bool = False) -> list[Path]:
+    """Remove the temporaries (`temp_path`) that killed processes left directly in `folder`: of the targets
+    `names` when given, regular files (and with `folders`, folders, whole). Returns those removed."""
+    removed = []
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return removed
+    for entry in entries:
+        match = TEMP_NAME.fullmatch(entry.name)
+        if not match or (names is not None and match["name"] not in names):
+            continue
+        if _left_over(entry, int(match["pid"]), folders):
+            try:
+                shutil.rmtree(entry.path) if entry.is_dir(follow_symlinks=False) else os.unlink(entry.path)
+                removed.append(Path(entry.path))
+            except OSError:
+                pass  # gone meanwhile, or not ours to remove: left as it is
+    return removed
+
+
+def is_zarr_partial(key: str) -> bool:
+    """Whether a store key (or path) is Zarr's temporary file of a write (`NAME.<uuid>.partial`)."""
+    return bool(ZARR_PARTIAL.fullmatch(key.rsplit("/", 1)[-1]))
+
+
+def zarr_partials(root: str | Path) -> list[Path]:
+    """Zarr's temporary chunk and metadata files under a local store, whatever their age."""
+    return sorted(Path(d) / f for d, _, files in os.walk(root) for f in files if is_zarr_partial(f))
+
+
+def remove_zarr_partials(root: str | Path) -> list[Path]:
+    """Remove the `zarr_partials` of an interrupted write (owned by this user, untouched for STALE_AFTER_S)."""
+    removed = []
+    for path in zarr_partials(root):
+        try:
+            st = path.lstat()
+            if st.st_uid == os.getuid() and time.time() - st.st_mtime >= STALE_AFTER_S:
+                path.unlink()
+                removed.append(path)
+        except OSError:
+            pass
+    return removed
+
+
+def _left_over(entry: os.DirEntry, pid: int, folders: bool) -> bool:
+    """Owned by this user, a regular file (or a folder, when `folders`), untouched for STALE_AFTER_S, and its
+    process gone."""
+    try:
+        if not (entry.is_file(follow_symlinks=False) or folders and entry.is_dir(follow_symlinks=False)):
+            return False
+        st = entry.stat(follow_symlinks=False)
+    except OSError:
+        return False
+    return (st.st_uid == os.getuid() and time.time() - st.st_mtime >= STALE_AFTER_S and pid != os.getpid()
+            and not psutil.pid_exists(pid))
+
+
 def _key(folder: Path, path: Path) -> str:
     return os.path.relpath(path, folder).replace(os.sep, "/")
 
 
 def _write_record(folder: Path, record: dict[str, str]) -> None:
-    target = _record_path(folder)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(dict(sorted(record.items())), indent=1) + "\n")
-    os.replace(tmp, target)
+    write_json(_record_path(folder), dict(sorted(record.items())))

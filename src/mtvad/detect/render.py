@@ -24,6 +24,7 @@ import numpy as np
 
 from mtvad.detect.events import Event, clock
 from mtvad.errors import VadError
+from mtvad.written import atomic_write_text, temp_path
 
 HEAT_FLOOR = 0.1  # heat at or below this leaves the frame as it is
 HEAT_ALPHA = 0.7  # the blend weight of the colour at heat 1
@@ -225,7 +226,7 @@ def write_annotated_video(path: Path, frames: Iterable[np.ndarray], fps: float, 
         raise ValueError(f"the frame rate must be > 0; got {fps}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.partial{os.getpid()}{path.suffix or '.mp4'}")
+    tmp = temp_path(path, ".mp4")  # OpenCV picks the container by the extension
     writer = annotator = None
     written = 0
     try:
@@ -329,8 +330,4 @@ def write_detect_report(out: Path, videos: Sequence[dict], threshold: float, set
                              f"alt='{e(caption)}'></a><figcaption>{e(caption)}</figcaption></figure>")
     parts.append("</body></html>")
     out.mkdir(parents=True, exist_ok=True)
-    page = out / "index.html"
-    tmp = page.with_name(f".index.html.partial{os.getpid()}")
-    tmp.write_text("\n".join(parts) + "\n")
-    os.replace(tmp, page)
-    return page
+    return atomic_write_text(out / "index.html", "\n".join(parts) + "\n")

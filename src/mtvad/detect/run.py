@@ -36,7 +36,7 @@ from mtvad.errors import VadError
 from mtvad.presets import DEFAULT_PRESET
 from mtvad.scoring.postprocess import DEFAULT_QUANTILE
 from mtvad.students.config import UNET_STRIDE
-from mtvad.written import read_record, remove_written, replacing
+from mtvad.written import read_record, remove_leftovers, remove_written, replacing, write_json
 
 MARKER = "detect.json"
 FORMAT = "vad-detect"
@@ -118,12 +118,6 @@ def _normal_record(videos) -> list[dict]:
              "first_frame": int(v.meta.get("first_frame", 0))} for v in videos]
 
 
-def _write_json(path: Path, doc: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(doc, indent=2) + "\n")
-    tmp.replace(path)
-
-
 def _begin(out: Path, footage, settings: DetectSettings, resolution: tuple[int, int]) -> None:
     """Check the run folder against this call (its normal footage, settings and new videos of the same names)
     and write its detect.json (before anything is computed; rewritten only when new videos join)."""
@@ -152,7 +146,7 @@ def _begin(out: Path, footage, settings: DetectSettings, resolution: tuple[int, 
         out.mkdir(parents=True, exist_ok=True)
         doc = {"format": FORMAT, "format_version": FORMAT_VERSION, **wanted, "videos": new,
                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "vad_version": __version__}
-    _write_json(out / MARKER, doc)
+    write_json(out / MARKER, doc)
 
 
 def _signature(path: Path) -> dict:
@@ -191,6 +185,7 @@ def detect(normal: Sequence[str | Path], new: Sequence[str | Path], out: str | P
         video.validate()
     resolution = tuple(s.resolution) if s.resolution else store_resolution(train[0].source.frame_size())
     _begin(out, footage, s, resolution)
+    _remove_leftovers(out)
     result = DetectResult(out, [], float("nan"), videos=[v.id for v in test])
     lines = footage_warnings(train, test)
     for line in lines:
@@ -343,6 +338,18 @@ def _events_and_report(store, scores_path: Path, test_videos, s: DetectSettings,
                 "store": str(store.url), "teachers": s.preset,
                 "checkpoints": ", ".join(c["path"] for c in sf.attrs["checkpoints"].values())}
     result.report = write_detect_report(out, pages, processed.threshold, settings)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """What a killed call left in the run folder's own folders (the store's Zarr files, and the scores file's,
+    are cleaned by precompute and scoring)."""
+    from mtvad.students.branches import BRANCHES
+    from mtvad.students.checkpoint import RUN_FILES
+
+    for folder in (out, out / "thumbnails", out / "timelines", out / "videos"):
+        remove_leftovers(folder)
+    for branch in BRANCHES:
+        remove_leftovers(out / "train" / branch, RUN_FILES)
 
 
 def _remove_stale_thumbnails(out: Path, vid: str, keep: int) -> None:

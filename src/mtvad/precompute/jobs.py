@@ -34,6 +34,7 @@ from mtvad.precompute.datasets.base import Dataset, Video
 from mtvad.precompute.teachers import build_teacher
 from mtvad.store.access import check_target, create_store
 from mtvad.store.schema import DEFAULT_CHUNK_FRAMES, DEFAULT_RESOLUTION, SCHEMA_VERSION
+from mtvad.written import remove_zarr_partials
 
 SCHEDULER_LOCAL = "local"  # a Dask LocalCluster of worker processes on this machine
 SCHEDULER_INPROCESS = "inprocess"  # no Dask: run the tasks one by one in this process (debugging)
@@ -134,12 +135,15 @@ def plan_store(dataset: Dataset, store_url: str, specs: TeacherSpecs, *, resolut
         recorded.setdefault(video.split, {})[video.id] = video.n_frames
     store = create_store(store_url, dataset=dataset.name, build=build, classes=classes, overwrite=overwrite,
                          storage_options=storage_options, extra=extra, videos=recorded)
+    if "://" not in str(store_url):
+        remove_zarr_partials(store_url)  # what a killed write left in the store
     plan = Plan(videos, specs=specs)
     for video in videos:
         target = store.create_video(video.split, video.id, n_frames=video.n_frames,
                                     has_labels=video.labels is not None, has_masks=video.masks is not None,
                                     source=str(video.source.path), source_size=sizes[video.split + "/" + video.id],
                                     meta=video.meta, channels=channels[video.split + "/" + video.id])
+        target.validate()  # a damaged array's metadata is refused, never taken for complete
         if video.labels is not None and not _labels_stored(target, video.labels):
             target.write_labels(video.labels)  # new video, or ground truth corrected or lost since the build
         # blocks marked done whose data went missing (a deleted chunk or array) are computed again

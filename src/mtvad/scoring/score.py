@@ -90,6 +90,7 @@ from mtvad.scoring.scores_file import (
 )
 from mtvad.store.access import Store, open_store
 from mtvad.store.schema import ARRAYS, SPLITS
+from mtvad.written import remove_leftovers, temp_path
 
 if TYPE_CHECKING:
     import torch
@@ -255,6 +256,7 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
     from mtvad.students.device import pick_device, precision_for
 
     out = Path(out)
+    remove_leftovers(out.parent, [out.name], folders=True)  # what a killed scoring of OUT left
     store = open_store(store_url)
     scored = _already_scored(out, store, checkpoints, maps) if update else None
     if scored is None:
@@ -276,9 +278,7 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
         return ScoreResult(out, list(branches), {s: 0 for s in splits}, {s: 0 for s in splits}, 0.0,
                            {b: 0.0 for b in branches}, torch.get_num_threads(), precision.name)
 
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    if tmp.exists():
-        shutil.rmtree(tmp)
+    tmp = temp_path(out)
     root = zarr.open_group(zarr.storage.LocalStore(str(tmp)), mode="w", zarr_format=3)
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -325,6 +325,7 @@ def _score(store_url: str, checkpoints: Sequence[str | Path], out: str | Path, *
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
+    remove_leftovers(out.parent, [out.name], folders=True)  # a killed run's, now old enough
     elapsed = time.perf_counter() - t0
     return ScoreResult(out, list(branches), {s: len(v) for s, v in videos.items()},
                        {s: sum(store.video(s, v).n_frames for v in videos[s]) for s in splits}, elapsed,

@@ -713,25 +713,33 @@ class VideoStore:
             self._arrays[key] = self.array(name).with_config({"write_empty_chunks": True})
         return self._arrays[key]
 
-    def validate(self) -> None:
-        expected = self.expected_arrays()
+    def contract_problems(self) -> list[tuple[str, str, str]]:
+        """(array, kind, what) for each array that is not as the contract says: a recorded one deleted ("missing"),
+        or one of another type, shape, meaning or checksum columns ("inconsistent"). Metadata only: no chunk is
+        read (`vad store verify` reports these, and `validate` refuses the first)."""
+        out = [(name, "missing", "array deleted") for name in self.expected_arrays() if name not in self.group]
         for spec in ARRAYS.values():
-            if self.split not in spec.splits:
-                continue
             if spec.name not in self.group:
-                if spec.name not in expected:
-                    continue
-                raise StoreError(f"{self.store.url}: video {self.key} lacks array '{spec.name}' (schema v{SCHEMA_VERSION})")
+                continue
             arr = self.group[spec.name]
-            if not isinstance(arr, zarr.Array):
-                raise StoreError(f"{self.store.url}: {self.key}/{spec.name} is a group, expected an array")
             shape = self.expected_shape(spec.name)
-            if str(arr.dtype) != spec.dtype or tuple(arr.shape) != shape:
-                raise StoreError(
-                    f"{self.store.url}: {self.key}/{spec.name} is {arr.dtype}{tuple(arr.shape)}, "
-                    f"the contract says {spec.dtype}{shape}"
-                )
-        columns = self.group["checksums"].attrs.get("columns")
-        if columns != list(CHECKSUMMED):
-            raise StoreError(f"{self.store.url}: {self.key}/checksums has columns {columns}, the contract says "
-                             f"{list(CHECKSUMMED)}")
+            if not isinstance(arr, zarr.Array):
+                out.append((spec.name, "inconsistent", f"is a group, the contract says {spec.dtype}{shape}"))
+            elif str(arr.dtype) != spec.dtype or tuple(arr.shape) != shape:
+                out.append((spec.name, "inconsistent",
+                            f"is {arr.dtype}{tuple(arr.shape)}, the contract says {spec.dtype}{shape}"))
+            elif arr.attrs.get("meaning") != spec.meaning:
+                out.append((spec.name, "inconsistent", f"holds the metadata of another array "
+                                                       f"({arr.attrs.get('meaning')!r}), not {spec.meaning!r}"))
+            elif spec.name == "checksums" and arr.attrs.get("columns") != list(CHECKSUMMED):
+                out.append((spec.name, "inconsistent", f"columns {arr.attrs.get('columns')}, the contract says "
+                                                       f"{list(CHECKSUMMED)}"))
+        return out
+
+    def validate(self) -> None:
+        """The video's arrays are as the contract says (`contract_problems`), else a StoreError naming the first."""
+        for name, kind, what in self.contract_problems():
+            if kind == "missing":
+                raise StoreError(f"{self.store.url}: video {self.key} lacks array '{name}' (schema v{SCHEMA_VERSION})")
+            raise StoreError(f"{self.store.url}: {self.key}/{name} {what}: the store is damaged; rebuild it with "
+                             "`vad precompute --overwrite`")

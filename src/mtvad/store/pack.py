@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 from mtvad.errors import StoreError
 from mtvad.store.access import open_store
 from mtvad.store.locations import get_many, is_zip, list_keys
+from mtvad.written import is_zarr_partial
 
 ZIP_TIMESTAMP = (1980, 1, 1, 0, 0, 0)  # fixed: the same store always packs to the same bytes
 FETCH_BATCH = 32  # chunks fetched concurrently while packing (a remote store answers them in parallel)
@@ -62,7 +63,8 @@ def pack_store(source: str | Path, out: str | Path, *, overwrite: bool = False, 
     else:
         store.require_complete(otherwise=", or pass --allow-incomplete to pack it as it is")
     zstore = store.root.store
-    keys = sorted(list_keys(zstore), key=lambda k: (k != "zarr.json", k))  # root metadata first
+    keys = sorted((k for k in list_keys(zstore) if not is_zarr_partial(k)),  # never an interrupted write's file
+                  key=lambda k: (k != "zarr.json", k))  # root metadata first
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".partial")
     total = 0

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import zarr
 
 from mtvad.store.access import Store, open_store
 from mtvad.store.locations import list_keys
 from mtvad.store.schema import ARRAYS, CHECKSUMMED, SPLITS, block_range, digest, fingerprint
+from mtvad.written import is_zarr_partial
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Problem:
     video: str  # split/video, or "(root)"
     array: str
     frames: tuple[int, int] | None  # [start, stop)
-    kind: str  # missing | undecodable | corrupted | not computed | unchecked | unreadable | inconsistent
+    kind: str  # missing | undecodable | corrupted | not computed | unchecked | unreadable | inconsistent | stray
     detail: str = ""
 
     def __str__(self) -> str:
@@ -86,26 +86,9 @@ def _read_blocks(arr, n_frames: int, chunk_frames: int, blocks: list[int], probl
 
 def _arrays(store: Store, video, problems: list[Problem]) -> set[str]:
     """The video's arrays that match the contract; the others (and the deleted ones) become problems."""
-    key = video.key
-    ok = set()
-    for name in video.expected_arrays():
-        if name not in video.group:
-            problems.append(Problem(key, name, None, "missing", "array deleted"))
-    for name, spec in ARRAYS.items():
-        if name not in video.group:
-            continue
-        arr = video.group[name]
-        shape = video.expected_shape(name)
-        if not isinstance(arr, zarr.Array) or str(arr.dtype) != spec.dtype or tuple(arr.shape) != shape:
-            what = "a group" if not isinstance(arr, zarr.Array) else f"{arr.dtype}{tuple(arr.shape)}"
-            problems.append(Problem(key, name, None, "inconsistent", f"is {what}, the contract says "
-                                    f"{spec.dtype}{shape}"))
-        elif name == "checksums" and arr.attrs.get("columns") != list(CHECKSUMMED):
-            problems.append(Problem(key, name, None, "inconsistent", f"columns {arr.attrs.get('columns')}, the "
-                                    f"contract says {list(CHECKSUMMED)}"))
-        else:
-            ok.add(name)
-    return ok
+    found = video.contract_problems()
+    problems.extend(Problem(video.key, name, None, kind, what) for name, kind, what in found)
+    return {name for name in ARRAYS if name in video.group} - {name for name, _, _ in found}
 
 
 def _verify_video(store: Store, split: str, vid: str, keys: set[str], report: VerifyReport) -> None:
@@ -222,6 +205,9 @@ def verify_store(url: str | Path, *, storage_options: dict | None = None,
             report.problems.append(Problem("(root)", "zarr.json", None, "inconsistent",
                                            f"{name} differs from the recorded build"))
     keys = set(list_keys(store.root.store))
+    for key in sorted(k for k in keys if is_zarr_partial(k)):
+        report.problems.append(Problem("(store)", key, None, "stray", "the temporary file of an interrupted write; "
+                                       "the next `vad precompute` of this store removes it"))
     recorded = store.recorded_videos() or {split: {} for split in SPLITS}
     for split in SPLITS:
         if f"{split}/zarr.json" not in keys:

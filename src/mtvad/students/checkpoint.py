@@ -33,8 +33,9 @@ validation fields are brought up to date.
 
 Writing goes to a temporary file in the same folder (`.last.pt.tmp-PID`), flushed and fsynced, then
 `os.replace`d over the old one: a kill at any moment leaves either the old or the new checkpoint, never a torn
-one. A failed write removes its temporary file; one left by a killed process is removed at the next save in
-that folder (only `.last.pt.tmp-PID` / `.best.pt.tmp-PID` files whose process is gone, untouched for a minute).
+one. A failed write removes its temporary file; those left by killed processes are removed when a run starts
+and ends and at each save in that folder (`mtvad.written.remove_leftovers`: process gone, untouched for
+STALE_AFTER_S, owned by this user).
 
 Which store a checkpoint may be used with is `check_fits_store`; a checkpoint that holds pickled objects (code a
 load would run) is refused, never loaded.
@@ -46,14 +47,12 @@ import os
 import pickle
 import random
 import re
-import time
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import torch
 
 from mtvad import __version__
@@ -63,6 +62,7 @@ from mtvad.store.access import Store, class_ids
 from mtvad.store.schema import SCHEMA_VERSION
 from mtvad.students.config import TrainConfig
 from mtvad.students.data import n_outputs
+from mtvad.written import remove_leftovers, temp_path
 
 FORMAT = "vad-checkpoint"
 FORMAT_VERSION = 1
@@ -115,47 +115,7 @@ def restore_rng(state: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------ write / read
 
 
-# save_checkpoint's temporary files (of the two names it writes)
-_TEMP = re.compile(rf"\.(?:{re.escape(CHECKPOINT_NAME)}|{re.escape(BEST_NAME)})\.tmp-(?P<pid>\d+)")
-
-
-def temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
-
-
-# A temp file untouched this long whose process is gone is left over. The age keeps a file that a process of
-# another host (a shared folder: its PID means nothing here) is writing now.
-STALE_AFTER_S = 60
-
-
-def remove_stale_temps(folder: Path) -> list[Path]:
-    """Remove the temporary checkpoint files (`.last.pt.tmp-PID`, `.best.pt.tmp-PID`, regular files only) of
-    processes that are gone from a checkpoint folder, untouched for STALE_AFTER_S: what a kill during a write
-    leaves. Returns those removed."""
-    removed = []
-    try:
-        entries = list(os.scandir(folder))
-    except OSError:
-        return removed
-    now = time.time()
-    for entry in entries:
-        match = _TEMP.fullmatch(entry.name)
-        try:
-            if not match or not entry.is_file(follow_symlinks=False):
-                continue
-            if now - entry.stat(follow_symlinks=False).st_mtime < STALE_AFTER_S:
-                continue
-        except OSError:
-            continue
-        pid = int(match["pid"])
-        if pid == os.getpid() or psutil.pid_exists(pid):
-            continue  # this process's own, or another run writing now
-        try:
-            os.unlink(entry.path)
-            removed.append(Path(entry.path))
-        except OSError:
-            pass  # gone meanwhile, or not ours to remove: left as it is
-    return removed
+RUN_FILES = (CHECKPOINT_NAME, BEST_NAME, "history.json", "config.json")  # a branch folder's files written atomically
 
 
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
@@ -166,7 +126,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     tmp = temp_path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale_temps(path.parent)
+        remove_leftovers(path.parent, RUN_FILES)
         with open(tmp, "wb") as f:
             torch.save(payload, f)
             f.flush()

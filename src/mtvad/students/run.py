@@ -20,12 +20,14 @@ from mtvad.console import warn
 from mtvad.errors import CheckpointError, ConfigError
 from mtvad.store.access import Store
 from mtvad.students.branches import BRANCHES, Branch, channels_last, get_branch
-from mtvad.students.checkpoint import best_path, check_fits_store, checkpoint_path, load_checkpoint, restore_rng
+from mtvad.students.checkpoint import (RUN_FILES, best_path, check_fits_store, checkpoint_path, load_checkpoint,
+                                       restore_rng)
 from mtvad.students.config import RECIPE_SETTINGS, RESUMABLE_CHANGES, UNET_STRIDE, TrainConfig, resolve_recipe
 from mtvad.students.data import TrainData, make_train_data, n_outputs
 from mtvad.students.device import Precision, pick_device, precision_for
 from mtvad.students.models import load_encoder_weights
 from mtvad.students.validation import split_videos
+from mtvad.written import remove_leftovers, write_json
 
 
 def seed_everything(seed: int) -> None:
@@ -133,6 +135,7 @@ def setup_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
     if weights and ckpt is None:  # before the data: a bad file is reported at once
         encoder_init = load_encoder_weights(model.encoder, weights, branch.encoder_name(config))
     data = make_train_data(store, branch, config, device, video_ids=train_ids)
+    store.validate()  # and every other video's metadata: a store trained on is trusted as complete
     model = channels_last(model.to(device)).train()
     # fused Adam: one kernel over all parameters (2-3x faster than the default on CPU, same algorithm)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.optim.lr, fused=True)
@@ -157,7 +160,8 @@ def setup_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
         restore_rng(ckpt["rng"])
 
     run.out_dir.mkdir(parents=True, exist_ok=True)
-    (run.out_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    remove_leftovers(run.out_dir, RUN_FILES)  # what a killed run left (again when this run ends)
+    write_json(run.out_dir / "config.json", config.to_dict())
     _trim_log(run.out_dir / "log.jsonl", run.step if ckpt is not None else 0)
     if ckpt is None and (run.out_dir / "history.json").exists():
         (run.out_dir / "history.json").unlink()  # a fresh run's history starts empty (like its log)

@@ -53,6 +53,7 @@ from mtvad.students.branches import Branch
 from mtvad.students.checkpoint import (
     FORMAT,
     FORMAT_VERSION,
+    RUN_FILES,
     capture_rng,
     now_utc,
     save_checkpoint,
@@ -69,6 +70,7 @@ from mtvad.students.validation import (
     Validator,
     best_control,
 )
+from mtvad.written import remove_leftovers
 
 STOP_REASONS = {"epochs": "all epochs done", "max_steps": "the step limit", "patience": "no better validation loss"}
 
@@ -110,7 +112,9 @@ def train_branch(config: TrainConfig, branch: str | Branch, store: Store, *, res
     validator = Validator(run)
     writer = CheckpointWriter(run, validator)
     _announce(run, validator)
-    return _train_loop(run, validator, writer, progress)
+    result = _train_loop(run, validator, writer, progress)
+    remove_leftovers(run.out_dir, RUN_FILES)  # a killed run's, now old enough (setup_branch removed the older)
+    return result
 
 
 def _announce(run: BranchRun, validator: Validator) -> None:

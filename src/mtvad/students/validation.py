@@ -35,12 +35,9 @@ the held-out pair: docs/training.md, Validation); 10% is about three times that.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
-import os
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -50,6 +47,7 @@ from mtvad.console import console, warn
 from mtvad.errors import ConfigError
 from mtvad.students.data import InMemoryDataset, StoreSamples, StreamingDataset, check_store
 from mtvad.students.loss import patch_errors
+from mtvad.written import write_json
 
 if TYPE_CHECKING:
     from mtvad.students.run import BranchRun
@@ -284,7 +282,7 @@ class Validator:
                "history": state["validation"],
                "best": {**state["best"], "checkpoint": str(run.best_file)} if state["best"] else None,
                "converged": state["converged"]}
-        _write_json(run.out_dir / "history.json", doc)
+        write_json(run.out_dir / "history.json", _plain_floats(doc))
 
 
 def _summary(entry: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -302,8 +300,3 @@ def _plain_floats(obj: Any) -> Any:
     return obj
 
 
-def _write_json(path: Path, doc: Any) -> None:
-    """Write JSON atomically (temporary file in the same folder, then os.replace)."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(_plain_floats(doc), indent=2) + "\n")
-    os.replace(tmp, path)
