@@ -432,6 +432,16 @@ def test_a_read_only_output_folder_is_one_error_line_naming_it(tmp_path):
         locked.chmod(0o755)
 
 
+def test_a_failed_write_of_zarrs_temporary_file_names_the_store(tmp_path):
+    """A read-only store location (root writes anyway, so the OSError is made here): the store, not Zarr's file."""
+    from mtvad.console import os_error_message
+
+    make_store(tmp_path / "s.zarr")
+    partial = tmp_path / "s.zarr/train/01/seg/c/1/0/0/0.0123456789abcdef0123456789abcdef.partial"
+    line = os_error_message(OSError(30, "Read-only file system", str(partial)))
+    assert line == f"{tmp_path / 's.zarr'}: cannot write into the store (Read-only file system)"
+
+
 def test_every_case_class_is_in_the_corpus():
     assert {name.split("-")[0] for name in CASE_NAMES} >= {"1", "2", "3", "4", "5", "6", "9"}
     # 7 (the right words) and 8 (no leftovers) are checked on every case by check_refused and below

@@ -194,6 +194,34 @@ def test_train_config_values_are_not_coerced(tiny, tmp_path, section, key, value
     assert str(config) in line and f"config.{section}.{key}" in line, line
 
 
+def test_a_relative_store_of_a_config_file_names_the_file_and_the_folder_it_was_resolved_against(tmp_path):
+    config = tmp_path / "elsewhere" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps({"data": {"store": "stores/no-such-store.zarr"}}))
+    line = one_line_error(vad("train", "--config", config))
+    assert str(config) in line and str(Path.cwd() / "stores/no-such-store.zarr") in line and "relative" in line
+
+
+def test_a_library_warning_is_one_warning_line_without_its_source_file(tiny, monkeypatch):
+    import warnings
+
+    import mtvad.store.access
+
+    real = mtvad.store.access.open_store
+
+    def noisy(*args, **kw):
+        warnings.warn("object arrays are not portable", UserWarning, stacklevel=1)
+        return real(*args, **kw)
+
+    monkeypatch.setattr(mtvad.store.access, "open_store", noisy)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        result = vad("store", "info", tiny)
+    assert result.exit_code == 0, result.output
+    assert "warning: object arrays are not portable" in result.stderr
+    assert "UserWarning" not in result.stderr and ".py:" not in result.stderr
+
+
 @pytest.fixture
 def captured(monkeypatch):
     """`vad train` up to the training: the TrainConfig it would train with."""

@@ -144,6 +144,16 @@ def test_a_new_threshold_removes_only_the_thumbnails_vad_wrote(first, inputs, tm
     assert not ours.exists() and users.read_bytes() == b"my own picture"
 
 
+def test_a_run_file_that_records_no_settings_is_refused_naming_it(inputs, tmp_path):
+    from mtvad.detect.run import FORMAT, DetectError
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "detect.json").write_text(json.dumps({"format": FORMAT}))
+    with pytest.raises(DetectError, match=r"run/detect.json: a damaged vad detect run file \(it records no preset"):
+        detect([inputs["normal"]], [inputs["a"]], tmp_path / "run", settings())
+    assert json.loads((tmp_path / "run" / "detect.json").read_text()) == {"format": FORMAT}
+
+
 def test_other_normal_footage_in_the_same_run_folder_is_refused(first, inputs):
     before = file_times(first[0])
     with pytest.raises(DetectError, match="normal"):

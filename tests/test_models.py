@@ -240,3 +240,17 @@ def test_encoder_weights_refuse_a_missing_truncated_or_mismatched_file(tmp_path)
     other = AppearanceStudent(2, encoder="resnet34")  # more blocks than the file has
     with pytest.raises(EncoderWeightsError, match="r18.pth: does not fit the resnet34 encoder"):
         load_encoder_weights(other.encoder, good, "resnet34")
+
+
+class _Pickled:  # a class torch's weights-only reader refuses
+    pass
+
+
+def test_a_pickled_weights_file_is_refused_without_colour_codes_or_advice_to_load_it(tmp_path):
+    evil = tmp_path / "evil.pth"
+    torch.save({"conv1.weight": _Pickled()}, evil)
+    with pytest.raises(EncoderWeightsError) as refused:
+        load_encoder_weights(AppearanceStudent(2, encoder="resnet18").encoder, evil)
+    message = str(refused.value)
+    assert message.startswith(f"{evil}: holds pickled Python code or objects") and "_Pickled" in message
+    assert "\x1b" not in message and "weights_only" not in message and "\n" not in message

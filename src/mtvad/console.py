@@ -20,6 +20,7 @@ import json
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import typer
@@ -27,6 +28,7 @@ from rich.console import Console
 from rich.text import Text
 
 from mtvad.errors import VadError
+from mtvad.written import is_zarr_partial
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -62,6 +64,11 @@ def warn(message: object, **_: Any) -> None:
     console.print(styled(("warning:", "yellow"), " ", str(message)))
 
 
+def show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """`warnings.showwarning` for the command line: `warning: <message>`, not the library file and line."""
+    warn(message)
+
+
 def note(message: object) -> None:
     """`note: <message>` on stderr, the message printed literally."""
     console.print(f"note: {message}")
@@ -71,11 +78,24 @@ def os_error_message(exc: OSError) -> str:
     """`<path>: <reason>` of an OSError (a read-only folder, a file where a folder should be, a full disk)."""
     reason = exc.strerror or str(exc) or type(exc).__name__
     path = exc.filename if exc.filename is not None else exc.filename2
+    if path is not None and is_zarr_partial(str(path)):  # Zarr's temporary file: name the store it writes into
+        path, reason = _store_root(Path(path)), f"cannot write into the store ({reason})"
     if isinstance(exc, NotADirectoryError):
         reason += " (a part of this path is a file, where a folder is needed)"
     elif isinstance(exc, FileExistsError) and path is not None and os.path.isfile(path):
         reason += " (a file, where a folder is needed)"
     return f"{path}: {reason}" if path is not None else reason
+
+
+def _store_root(path: Path) -> Path:
+    """The store's root above a file of it: the outermost of the first run of folders holding a zarr.json."""
+    root = None
+    for parent in path.parents:
+        if (parent / "zarr.json").is_file():
+            root = parent
+        elif root is not None:
+            break
+    return root or path.parent
 
 
 def clean_errors(fn: F) -> F:

@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Annotated
 
 import typer
@@ -18,6 +19,7 @@ from mtvad.cli.precompute import app as precompute_app
 from mtvad.cli.score import app as score_app
 from mtvad.cli.store import app as store_app
 from mtvad.cli.train import app as train_app
+from mtvad.console import show_warning
 
 app = typer.Typer(no_args_is_help=True, add_completion=False)
 
@@ -42,6 +44,7 @@ def main(
 
     Example: vad store info stores/ped2.zarr
     """
+    warnings.showwarning = show_warning  # a library's warning as one `warning:` line, without its source path
 
 
 app.add_typer(store_app, name="store")

@@ -127,6 +127,10 @@ def _begin(out: Path, footage, settings: DetectSettings, resolution: tuple[int, 
               "train": settings.train, "normal": normal}
     new = {v.id: _signature(Path(v.meta.get("source_path", v.source.path))) for v in footage.videos("test")}
     if doc is not None:
+        missing = [key for key in (*wanted, "videos") if key not in doc]
+        if missing:
+            raise DetectError(f"{out / MARKER}: a damaged vad detect run file (it records no {', '.join(missing)}): "
+                              "use another --out (nothing was changed)")
         for key, value in wanted.items():
             if doc.get(key) != value:
                 raise DetectError(

@@ -46,7 +46,6 @@ from __future__ import annotations
 import os
 import pickle
 import random
-import re
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
@@ -62,6 +61,7 @@ from mtvad.store.access import Store, class_ids
 from mtvad.store.schema import SCHEMA_VERSION
 from mtvad.students.config import TrainConfig
 from mtvad.students.data import n_outputs
+from mtvad.students.models import refused_pickle
 from mtvad.written import remove_leftovers, temp_path
 
 FORMAT = "vad-checkpoint"
@@ -181,15 +181,12 @@ def load_checkpoint(path: str | Path, *, branch: str | None = None,
 
 
 def _unpickling_error(path: Path, exc: pickle.UnpicklingError) -> str:
-    """The one line for a file torch's weights-only reader refused: what it holds, never torch's advice on how
-    to let it load (that would run the pickled code)."""
-    text = str(exc)
-    if "Weights only load failed" not in text and "WeightsUnpickler" not in text:
-        return f"{path}: unreadable checkpoint (truncated or not a vad checkpoint: {text.splitlines()[0][:200]})"
-    found = re.search(r"GLOBAL ([\w.]+)", text)
-    what = f" ({found[1]})" if found else ""
-    return (f"{path}: holds pickled Python code or objects{what}, which vad does not load: a vad checkpoint holds "
-            "only tensors, numbers, strings, lists and dicts (not a vad checkpoint, or a crafted one)")
+    """The one line for a file torch's weights-only reader refused (`refused_pickle`)."""
+    refused = refused_pickle(exc)
+    if refused is None:
+        return f"{path}: unreadable checkpoint (truncated or not a vad checkpoint: {str(exc).splitlines()[0][:200]})"
+    return (f"{path}: {refused}: a vad checkpoint holds only tensors, numbers, strings, lists and dicts (not a vad "
+            "checkpoint, or a crafted one)")
 
 
 def _video_changes(there: dict[str, int], here: dict[str, int], limit: int = 4) -> str:

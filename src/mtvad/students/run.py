@@ -20,8 +20,14 @@ from mtvad.console import warn
 from mtvad.errors import CheckpointError, ConfigError
 from mtvad.store.access import Store
 from mtvad.students.branches import BRANCHES, Branch, channels_last, get_branch
-from mtvad.students.checkpoint import (RUN_FILES, best_path, check_fits_store, checkpoint_path, load_checkpoint,
-                                       restore_rng)
+from mtvad.students.checkpoint import (
+    RUN_FILES,
+    best_path,
+    check_fits_store,
+    checkpoint_path,
+    load_checkpoint,
+    restore_rng,
+)
 from mtvad.students.config import RECIPE_SETTINGS, RESUMABLE_CHANGES, UNET_STRIDE, TrainConfig, resolve_recipe
 from mtvad.students.data import TrainData, make_train_data, n_outputs
 from mtvad.students.device import Precision, pick_device, precision_for

@@ -10,6 +10,7 @@ to the appearance student's 6 input channels the way smp does (weights repeated,
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -43,6 +44,16 @@ def count_parameters(model: nn.Module, trainable_only: bool = True) -> int:
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
+def refused_pickle(exc: BaseException) -> str | None:
+    """What a file holds that torch's weights-only reader refused (None for another failure), never torch's advice
+    on how to let it load (that would run the pickled code)."""
+    text = str(exc)
+    if "Weights only load failed" not in text and "WeightsUnpickler" not in text:
+        return None
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    return f"holds pickled Python code or objects{f' ({found[1]})' if found else ''}, which vad does not load"
+
+
 def read_encoder_state(path: str | Path) -> dict[str, torch.Tensor]:
     """The encoder tensors of a weights file, keys as in torchvision / smp encoders (prefixes stripped)."""
     path = Path(path)
@@ -56,6 +67,9 @@ def read_encoder_state(path: str | Path) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated zip, not a torch file, pickled code refused by weights_only, ...
+        refused = refused_pickle(exc)
+        if refused is not None:
+            raise EncoderWeightsError(f"{path}: {refused}: a weights file holds only tensors") from None
         raise EncoderWeightsError(f"{path}: cannot be read as a weights file ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0][:200] if str(exc) else ''})") from None
     for key in ("state_dict", "model"):
