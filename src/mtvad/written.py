@@ -30,7 +30,7 @@ from mtvad.errors import VadError
 from mtvad.hashing import file_sha256
 
 RECORD = ".vad-written.json"
-TEMP_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)(\.mp4)?")  # temp_path's names
+TEMP_NAME = re.compile(r"\.(?P<name>.+)\.tmp-(?P<pid>\d+)(\.[\w-]+)?")  # temp_path's names
 ZARR_PARTIAL = re.compile(r".+\.[0-9a-f]{32}\.partial")  # zarr's LocalStore writes NAME.<uuid>.partial, renames it
 # Untouched this long (and its process gone) a temporary file is left over: a writer touches its file while it
 # writes, and the age keeps the file of a process of another host (a shared folder: its PID means nothing here).

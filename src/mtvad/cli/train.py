@@ -189,20 +189,21 @@ def read_config_file(path: Path) -> dict[str, Any]:
 def build_config(config_file: Path | None, given: dict[str, Any]) -> cfg.TrainConfig:
     """Defaults < the `--config` file < the options given on the command line ({parameter: value}, see KEYS)."""
     d = read_config_file(config_file) if config_file is not None else {}
-    store = d.get("data", {}).get("store")
-    if "store" not in given and isinstance(store, str) and store and "://" not in store \
-            and not Path(store).is_absolute() and not Path(store).exists():
-        from mtvad.errors import ConfigError
-
-        raise ConfigError(f"{config_file}: its data.store {store!r} is relative, and there is no store at "
-                          f"{Path.cwd() / store}: give --store, or run from the folder it is relative to")
     for name, value in given.items():
         *sections, field = KEYS[name].split(".")
         node = d
         for section in sections:
             node = node.setdefault(section, {})
         node[field] = value
-    return cfg.TrainConfig.from_dict(d)
+    config = cfg.TrainConfig.from_dict(d)
+    store = config.data.store
+    if "store" not in given and store and "://" not in store and not Path(store).is_absolute() \
+            and not Path(store).exists():  # the config file's own store, relative: to where the command runs
+        from mtvad.errors import ConfigError
+
+        raise ConfigError(f"{config_file}: its data.store {store!r} is relative, and there is no store at "
+                          f"{Path.cwd() / store}: give --store, or run from the folder it is relative to")
+    return config
 
 
 def _with_encoder_weights(config: cfg.TrainConfig, files: list[str]) -> cfg.TrainConfig:

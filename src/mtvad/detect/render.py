@@ -226,7 +226,7 @@ def write_annotated_video(path: Path, frames: Iterable[np.ndarray], fps: float, 
         raise ValueError(f"the frame rate must be > 0; got {fps}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path, ".mp4")  # OpenCV picks the container by the extension
+    tmp = temp_path(path, path.suffix or ".mp4")  # OpenCV picks the container by the extension
     writer = annotator = None
     written = 0
     try:

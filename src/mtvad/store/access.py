@@ -388,8 +388,22 @@ class Store:
             )
         return VideoStore(self, split, video_id, group)
 
+    def root_problems(self) -> list[str]:
+        """How the root's record disagrees with itself: a fingerprint that is not its build's, or teachers,
+        resolution, chunking or schema other than the build's (metadata only; `vad store verify` lists them)."""
+        attrs = self.attrs
+        build = attrs.get("build", {})
+        out = ["the fingerprint does not match the recorded build"] if fingerprint(build) != attrs.get("fingerprint") \
+            else []
+        return out + [f"{name} differs from the recorded build" for name in
+                      ("teachers", "resolution", "chunk_frames", "schema_version") if build.get(name) != attrs.get(name)]
+
     def validate(self) -> None:
-        """Every recorded video is there, with the arrays of the contract of the right dtype and shape."""
+        """The root agrees with its build (`root_problems`), and every recorded video is there, with the arrays of
+        the contract (`VideoStore.contract_problems`): what verify checks without reading a chunk."""
+        for problem in self.root_problems():
+            raise StoreError(f"{self.url}: zarr.json: {problem}: the store is damaged; rebuild it with "
+                             "`vad precompute --overwrite`")
         for split in SPLITS:
             for video in self.videos(split):
                 video.validate()

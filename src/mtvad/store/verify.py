@@ -15,7 +15,7 @@ import numpy as np
 
 from mtvad.store.access import Store, open_store
 from mtvad.store.locations import list_keys
-from mtvad.store.schema import ARRAYS, CHECKSUMMED, SPLITS, block_range, digest, fingerprint
+from mtvad.store.schema import ARRAYS, CHECKSUMMED, SPLITS, block_range, digest
 from mtvad.written import is_zarr_partial
 
 
@@ -194,16 +194,7 @@ def verify_store(url: str | Path, *, storage_options: dict | None = None,
     t0 = time.perf_counter()
     store = open_store(url, validate=False, storage_options=storage_options)
     report = VerifyReport(str(url))
-    attrs = store.attrs
-    build = attrs.get("build", {})
-    if fingerprint(build) != attrs.get("fingerprint"):
-        report.problems.append(Problem("(root)", "zarr.json", None, "inconsistent",
-                                       "the fingerprint does not match the recorded build"))
-    for name, value in (("teachers", attrs.get("teachers")), ("resolution", attrs.get("resolution")),
-                        ("chunk_frames", attrs.get("chunk_frames")), ("schema_version", attrs.get("schema_version"))):
-        if build.get(name) != value:
-            report.problems.append(Problem("(root)", "zarr.json", None, "inconsistent",
-                                           f"{name} differs from the recorded build"))
+    report.problems += [Problem("(root)", "zarr.json", None, "inconsistent", what) for what in store.root_problems()]
     keys = set(list_keys(store.root.store))
     for key in sorted(k for k in keys if is_zarr_partial(k)):
         report.problems.append(Problem("(store)", key, None, "stray", "the temporary file of an interrupted write; "
