@@ -124,7 +124,7 @@ def train_cmd(
     """Train the students on a store's training videos (paper 4.3: Adam, lr 1e-3 halved every 10 epochs, patch loss).
 
     The recipe (--recipe auto): the paper's on CUDA (its networks, the store resolution, all epochs); on a CPU
-    ours, which trains both branches of Ped2 in minutes on 2 cores (resnet18 and vgg11 encoders, input 128,
+    ours, which trains both branches of Ped2 in minutes on 2 cores (resnet34 and vgg11 encoders, input 128,
     validation every 50 steps, stop 4 validations (200 steps) after the best or at 1000 steps). The first line of
     each branch says the device, the precision (bf16 where the CPU has it), the recipe and what it set.
 

@@ -271,7 +271,8 @@ PAPER_CHECKPOINT_EVERY = 500
 # in minutes on 2 cores (docs/training.md, CPU recipe; docs/benchmarks.md, training speed). Everything else is
 # the paper's.
 CPU_SIZE = 128  # input: the store resolution scaled so its longer side is at most this, in multiples of 32, never up
-CPU_APPEARANCE_ENCODER = "resnet18"  # the same UNet on a lighter resnet: 1.5x the samples/s of resnet34
+# the paper's resnet34: resnet18 trains 1.5x faster but lowered the synthetic set's pixel AUC (docs/training.md)
+CPU_APPEARANCE_ENCODER = "resnet34"
 CPU_MOTION_ENCODER = "vgg11"  # the same SCSE stages (VGG blocks 2-4 have vgg16's widths) and attention
 CPU_CHECKPOINT_EVERY = 50  # validate (and checkpoint) every N steps
 CPU_PATIENCE = 4  # stop when the best validation loss is 4 validation intervals (200 steps) old
