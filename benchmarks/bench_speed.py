@@ -104,10 +104,11 @@ def bench_training(store, steps: int, repeats: int, precision: Precision) -> dic
     return out
 
 
-def bench_scoring(store, videos: list[str], precision: Precision) -> dict:
+def bench_scoring(store, videos: list[str], precision: Precision, batch_size: int = 16,
+                  recipes: tuple[str, ...] = ("before", "after")) -> dict:
     n_classes = n_outputs(store.classes)
     out = {}
-    for recipe in ("before", "after"):
+    for recipe in recipes:
         cfg = recipe_config(store, recipe)
         models = {}
         for branch in BRANCHES:
@@ -122,13 +123,13 @@ def bench_scoring(store, videos: list[str], precision: Precision) -> dict:
             keys = object_keys(*teacher_video(store, "test", vid, reads))
             for branch in BRANCHES:
                 t0 = time.perf_counter()
-                score_branch_video(store, "test", vid, branch, models[branch], cfg, ckpt, CPU, 16,
+                score_branch_video(store, "test", vid, branch, models[branch], cfg, ckpt, CPU, batch_size,
                                    teacher_keys=keys, precision=prec, reads=reads)
                 seconds[branch] += time.perf_counter() - t0
             frames += store.video("test", vid).n_frames
         out[recipe] = {**{b: round(frames / s, 1) for b, s in seconds.items()},
                        "both": round(frames / sum(seconds.values()), 1)}
-        print(f"scoring {recipe}: frames/s {out[recipe]}", flush=True)
+        print(f"scoring {recipe}, batch {batch_size}: frames/s {out[recipe]}", flush=True)
     return out
 
 
@@ -140,6 +141,8 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=2, help="test videos scored")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--scoring-batches", default="", help="also score 'after' at these batch sizes (e.g. "
+                                                              "8,32,64; vad score's default is 16)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     store = open_store(args.store)
@@ -157,8 +160,17 @@ def main() -> None:
     for key in (*BRANCHES, "both"):
         b, a = scoring["before"][key], scoring["after"][key]
         print(f"| scoring frames/s, {key} | {b} | {a} | {a / b:.1f}x |")
+    batches = {16: scoring["after"]}
+    for b in (int(x) for x in args.scoring_batches.split(",") if x):
+        batches[b] = bench_scoring(store, store.video_ids("test")[: args.videos], precision, b, ("after",))["after"]
+    if len(batches) > 1:
+        print("\n| scoring frames/s, after | " + " | ".join(f"batch {b}" for b in sorted(batches)) + " |\n|---|"
+              + "---|" * len(batches))
+        for key in (*BRANCHES, "both"):
+            print(f"| {key} | " + " | ".join(str(batches[b][key]) for b in sorted(batches)) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({"training_samples_per_s": training, "scoring_frames_per_s": scoring,
+                                               "scoring_frames_per_s_by_batch": batches,
                                                "precision": precision.reason, "threads": args.threads}, indent=2))
 
 
