@@ -113,12 +113,8 @@ def replacing(path: str | Path, folder: str | Path | None = None) -> Iterator[Pa
     folder = path.parent if folder is None else Path(folder)
     check_replaceable(folder, [path])
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(path)
-    try:
+    with _renamed_into_place(path) as tmp:
         yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     record_written(folder, [path])
 
 
@@ -133,18 +129,25 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     """`text` into `path` atomically, not recorded: for the files a command owns by their names (a run folder's
     detect.json, a branch's history.json)."""
     path = Path(path)
-    tmp = temp_path(path)
-    try:
+    with _renamed_into_place(path) as tmp:
         tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 
 def write_json(path: str | Path, doc) -> Path:
     """`doc` as indented JSON into `path` (`atomic_write_text`)."""
     return atomic_write_text(path, json.dumps(doc, indent=2) + "\n")
+
+
+@contextmanager
+def _renamed_into_place(path: Path) -> Iterator[Path]:
+    """A temporary beside `path` to write, renamed onto `path` on success, removed on failure."""
+    tmp = temp_path(path)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def temp_path(path: str | Path, suffix: str = "") -> Path:

@@ -58,6 +58,16 @@ class Report:
     results: dict[str, Any] | None = None
 
 
+# The report's files in its folder (`report_files` lists them all, for the check before writing)
+INDEX, RESULTS, TRAINING = "index.html", "results.json", "training.png"
+ROC, PER_VIDEO_AUC = "roc.png", "per_video_auc.png"
+MAPS_PREFIX, TIMELINES = "maps_", "timelines"  # maps_<branch>.png; timelines/<video>.png
+
+
+def maps_name(branch: str) -> str:
+    return f"{MAPS_PREFIX}{branch}.png"
+
+
 def _plt():
     import matplotlib
 
@@ -89,12 +99,12 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
     out = Path(out)
     check_replaceable(out, report_files(scores, out), "--out")  # before anything is written
     out.mkdir(parents=True, exist_ok=True)
-    report = Report(out, out / "index.html")
+    report = Report(out, out / INDEX)
     try:
         ev = evaluate(scores, store, post, pixel_size, kinds_file)
         processed, labels, results = ev.processed, ev.labels, ev.results
         report.results = results
-        write_text(out / "results.json", json.dumps(results, indent=2) + "\n", out)
+        write_text(out / RESULTS, json.dumps(results, indent=2) + "\n", out)
     except EvaluationError as exc:
         ev, results, labels = None, None, {}
         processed = process(scores.raw(post.reduction), scores.branches, post)
@@ -116,7 +126,7 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
                title=f"frame-level ROC (micro), {results['frames']['counted']} frames, {post.reduction}")
         ax.legend(loc="lower right", fontsize=8)
         fig.tight_layout()
-        _save(fig, out / "roc.png", report)
+        _save(fig, out / ROC, report)
 
         vids = list(labels)
         fig, ax = plt.subplots(figsize=(max(5, 0.5 * len(vids) * len(rows) / 2 + 2), 3.6))
@@ -134,7 +144,7 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
         ax.axhline(0.5, color="lightgray", lw=0.8)
         ax.legend(fontsize=7, ncol=len(rows), loc="lower left")
         fig.tight_layout()
-        _save(fig, out / "per_video_auc.png", report)
+        _save(fig, out / PER_VIDEO_AUC, report)
 
     test = processed.calibrated["test"]
     for vid in scores.video_ids("test"):
@@ -156,14 +166,14 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
                + ("  - red: ground-truth anomalous frames" if lab is not None else ""))
         ax.legend(fontsize=7, ncol=4, loc="upper center", bbox_to_anchor=(0.5, -0.28), frameon=False)
         fig.tight_layout()
-        _save(fig, out / "timelines" / f"{vid}.png", report, dpi=80)
+        _save(fig, out / TIMELINES / f"{vid}.png", report, dpi=80)
 
-    _training_figure(scores, out / "training.png", report, plt)
+    _training_figure(scores, out / TRAINING, report, plt)
     if not scores.has_maps:
         report.notes.append("No anomaly-map overlays: the scores file has no maps (run `vad score --maps`).")
     else:
         for branch in scores.branches:
-            _maps_figure(scores, store, processed, branch, labels, top_k, post.window, out / f"maps_{branch}.png",
+            _maps_figure(scores, store, processed, branch, labels, top_k, post.window, out / maps_name(branch),
                          report)
     _write_page(scores, processed, post, report)
     return report
@@ -171,9 +181,9 @@ def make_report(scores: ScoresFile, store: Store, out: str | Path, post: PostCon
 
 def report_files(scores: ScoresFile, out: Path) -> list[Path]:
     """Every file a report of `scores` may write into `out`."""
-    return [out / name for name in ("index.html", "results.json", "roc.png", "per_video_auc.png", "training.png")] + [
-        out / f"maps_{branch}.png" for branch in scores.branches] + [
-        out / "timelines" / f"{vid}.png" for vid in scores.video_ids("test")]
+    return ([out / name for name in (INDEX, RESULTS, ROC, PER_VIDEO_AUC, TRAINING)]
+            + [out / maps_name(branch) for branch in scores.branches]
+            + [out / TIMELINES / f"{vid}.png" for vid in scores.video_ids("test")])
 
 
 def _training_figure(scores: ScoresFile, path: Path, report: Report, plt) -> None:
@@ -312,11 +322,11 @@ def _write_page(scores: ScoresFile, processed, post: PostConfig, report: Report)
     parts.append(f"<p>Smoothing: Savitzky-Golay, window {post.window} frames, order {post.polyorder}. Checkpoints: "
                  + "; ".join(f"{e(b)} step {c['step']} ({e(c['sha256'][:12])})"
                              for b, c in scores.attrs["checkpoints"].items()) + ".</p>")
-    sections = [("Training: validation loss on held-out training videos", lambda p: p.name == "training.png"),
-                ("ROC curves", lambda p: p.name == "roc.png"),
-                ("Per-video AUC", lambda p: p.name == "per_video_auc.png"),
-                ("Anomaly maps of the highest-scoring frames", lambda p: p.name.startswith("maps_")),
-                ("Score timelines per test video", lambda p: p.parent.name == "timelines")]
+    sections = [("Training: validation loss on held-out training videos", lambda p: p.name == TRAINING),
+                ("ROC curves", lambda p: p.name == ROC),
+                ("Per-video AUC", lambda p: p.name == PER_VIDEO_AUC),
+                ("Anomaly maps of the highest-scoring frames", lambda p: p.name.startswith(MAPS_PREFIX)),
+                ("Score timelines per test video", lambda p: p.parent.name == TIMELINES)]
     for title, pick in sections:
         figs = [p for p in report.figures if pick(p)]
         if figs:
