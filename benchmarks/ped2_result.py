@@ -79,6 +79,8 @@ def main() -> None:
     ap.add_argument("--size", type=int, help="default: the recipe's")
     ap.add_argument("--max-steps", type=int, help="default: the recipe's")
     ap.add_argument("--seed", type=int, default=0, help="training seed (two seeds give the run-to-run noise)")
+    ap.add_argument("--train-amp", choices=("auto", "off"), default="auto",
+                    help="vad train --amp (off: float32 training); scoring keeps its default")
     ap.add_argument("--workers", type=int, default=2)
     args = ap.parse_args()
     out = Path(args.out)
@@ -89,7 +91,7 @@ def main() -> None:
                            "--preset", args.preset, "--workers", str(args.workers), "--no-progress"], times)
     resume = all((out / b / "last.pt").exists() for b in ("appearance", "motion"))
     run("train", [tool("vad"), "train", "--store", args.store, "--branch", "both", "--out", str(out), "--no-progress",
-                  "--seed", str(args.seed)]
+                  "--seed", str(args.seed), "--amp", args.train_amp]
         + (["--size", str(args.size)] if args.size else []) + (["--max-steps", str(args.max_steps)] if args.max_steps
                                                                else []) + (["--resume"] if resume else []), times)
     training = {b: training_figures(out / b) for b in ("appearance", "motion")}
